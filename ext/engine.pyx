@@ -1,0 +1,779 @@
+# cython: language_level=3
+"""The compiled claim engine: DESIGN.md's rules over typed arrays.
+
+A batch is applied in two passes. The first reads each event's fields straight from the
+msgspec Struct (by member offset, no attribute lookup) into a C record and hashes the order
+id; it validates everything, so a malformed event raises before any state changes. The
+second pass applies the records in order and touches only C arrays.
+
+State layout (all numpy arrays, so it can be snapshotted):
+  orders       rc_fpslot[cap]: order fingerprint -> -1 placed, -2 tombstone, c+1 claim c
+  regions      code -> row (rc_int table); per row: slots, used, taken, released-slot heap
+  beneficiaries fingerprint -> index (verified against the stored name); per index: held
+               claims, pending, confirmed, redeemed points
+  pairs        (beneficiary, row) -> held claims + 1, only when the per-region cap is set
+  claims       per claim: row, slot, points, beneficiary, state, ts; order ids in a list
+"""
+
+from cpython.object cimport PyObject, PyTypeObject
+from cpython.ref cimport Py_INCREF
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+
+cimport numpy as cnp
+import numpy as np
+
+cnp.import_array()
+
+cdef extern from "rc_tables.h":
+    ctypedef struct rc_fpslot:
+        uint64_t fp
+        uint32_t fp2
+        int32_t val
+    void rc_hash_bytes(const void *data, size_t n, uint32_t kind, uint64_t *lo, uint32_t *hi) nogil
+    uint64_t rc_fp_probe(const rc_fpslot *t, uint64_t mask, uint64_t fp, uint32_t fp2) nogil
+    uint64_t rc_int_probe(const int64_t *keys, const int32_t *vals, uint64_t mask, int64_t key) nogil
+
+cdef extern from "Python.h":
+    ctypedef struct PyMemberDef:
+        const char *name
+        int type
+        Py_ssize_t offset
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef *d_member
+    bint PyUnicode_CheckExact(PyObject *o)
+    bint PyLong_CheckExact(PyObject *o)
+    Py_ssize_t PyUnicode_GET_LENGTH(PyObject *o)
+    int PyUnicode_KIND(PyObject *o)
+    void *PyUnicode_DATA(PyObject *o)
+    long long PyLong_AsLongLongAndOverflow(PyObject *o, int *overflow)
+    PyTypeObject *Py_TYPE(PyObject *o)
+
+from rewardcore.events import Closed, Completed, Placed, Redeem
+from rewardcore.outcomes import Outcome
+
+# Outcome codes; tests check these equal rewardcore.outcomes.Outcome.
+cdef enum:
+    AWARDED = 0
+    DUPLICATE = 1
+    CLOSED = 2
+    OUTSIDE_WINDOW = 3
+    NO_REWARD_REGION = 4
+    BELOW_MIN_PAID = 5
+    BENEFICIARY_CAP = 6
+    BENEFICIARY_REGION_CAP = 7
+    SOLD_OUT = 8
+    BUDGET_EXHAUSTED = 9
+    REVOKED = 10
+    TOMBSTONED = 11
+    CONFIRMED = 12
+    UNCHANGED = 13
+    N_OUTCOMES = 18
+
+OUTCOME_CODES = {
+    "AWARDED": AWARDED, "DUPLICATE": DUPLICATE, "CLOSED": CLOSED,
+    "OUTSIDE_WINDOW": OUTSIDE_WINDOW, "NO_REWARD_REGION": NO_REWARD_REGION,
+    "BELOW_MIN_PAID": BELOW_MIN_PAID, "BENEFICIARY_CAP": BENEFICIARY_CAP,
+    "BENEFICIARY_REGION_CAP": BENEFICIARY_REGION_CAP, "SOLD_OUT": SOLD_OUT,
+    "BUDGET_EXHAUSTED": BUDGET_EXHAUSTED, "REVOKED": REVOKED, "TOMBSTONED": TOMBSTONED,
+    "CONFIRMED": CONFIRMED, "UNCHANGED": UNCHANGED,
+}
+
+# Order table values.
+cdef enum:
+    ORDER_PLACED = -1
+    ORDER_TOMBSTONE = -2
+
+# Claim states, as exported.
+cdef enum:
+    PENDING = 0
+    CONFIRMED_STATE = 1
+    REVOKED_STATE = 2
+CLAIM_STATE_NAMES = ("pending", "confirmed", "revoked")
+
+# Event kinds of the first pass.
+cdef enum:
+    K_PLACED = 0
+    K_CLOSED = 1
+    K_COMPLETED = 2
+    K_REDEEM = 3
+
+ctypedef struct Rec:
+    int kind
+    uint64_t fp
+    uint32_t fp2
+    int64_t region
+    int64_t paid
+    int64_t ts
+    PyObject *order
+    PyObject *agent
+    PyObject *merchant
+    PyObject *event
+
+
+cdef Py_ssize_t _member_offset(object cls, str name) except -1:
+    """Offset of a Struct field in the instance, read from its member descriptor."""
+    descr = cls.__dict__[name]
+    if type(descr).__name__ != "member_descriptor":
+        raise ImportError(f"{cls.__name__}.{name} is not a member descriptor; msgspec changed")
+    return (<PyMemberDescrObject *> <PyObject *> descr).d_member.offset
+
+
+cdef PyTypeObject *T_PLACED = <PyTypeObject *> Placed
+cdef PyTypeObject *T_CLOSED = <PyTypeObject *> Closed
+cdef PyTypeObject *T_COMPLETED = <PyTypeObject *> Completed
+cdef PyTypeObject *T_REDEEM = <PyTypeObject *> Redeem
+cdef Py_ssize_t OFF_P_ORDER = _member_offset(Placed, "order_id")
+cdef Py_ssize_t OFF_P_MERCHANT = _member_offset(Placed, "merchant_id")
+cdef Py_ssize_t OFF_P_AGENT = _member_offset(Placed, "agent_id")
+cdef Py_ssize_t OFF_P_REGION = _member_offset(Placed, "region")
+cdef Py_ssize_t OFF_P_PAID = _member_offset(Placed, "paid_cents")
+cdef Py_ssize_t OFF_P_TS = _member_offset(Placed, "ts")
+cdef Py_ssize_t OFF_C_ORDER = _member_offset(Closed, "order_id")
+cdef Py_ssize_t OFF_D_ORDER = _member_offset(Completed, "order_id")
+
+
+cdef inline PyObject *_field(PyObject *ev, Py_ssize_t off) noexcept:
+    return (<PyObject **> ((<char *> ev) + off))[0]
+
+
+cdef int _str_field(PyObject *v, str name, Py_ssize_t i) except -1:
+    if v == NULL or not PyUnicode_CheckExact(v):
+        raise TypeError(f"event {i}: field {name!r} must be a str")
+    return 0
+
+
+cdef int64_t _int_field(PyObject *v, str name, Py_ssize_t i) except? -1:
+    cdef int overflow = 0
+    cdef long long x
+    if v == NULL or not PyLong_CheckExact(v):
+        raise TypeError(f"event {i}: field {name!r} must be an int")
+    x = PyLong_AsLongLongAndOverflow(v, &overflow)
+    if overflow:
+        raise OverflowError(f"event {i}: field {name!r} does not fit in int64")
+    return x
+
+
+cdef inline void _hash_str(PyObject *s, uint64_t *fp, uint32_t *fp2) noexcept:
+    cdef int kind = PyUnicode_KIND(s)
+    rc_hash_bytes(PyUnicode_DATA(s), <size_t> (PyUnicode_GET_LENGTH(s) * kind), kind, fp, fp2)
+
+
+cdef inline uint64_t _pow2_at_least(uint64_t n) noexcept:
+    cdef uint64_t c = 16
+    while c < n:
+        c <<= 1
+    return c
+
+
+def _grown(cnp.ndarray a, Py_ssize_t n):
+    """A copy of `a` with room for n rows (zero-filled past the old end)."""
+    b = np.zeros((n,) + (<object> a).shape[1:], dtype=a.dtype)
+    b[: a.shape[0]] = a
+    return b
+
+
+cdef class MemoryCore:
+    """Claim state of one campaign in typed arrays; see the module docstring for the layout."""
+
+    # campaign settings
+    cdef int64_t starts, ends, min_paid, budget, cap, region_cap
+    cdef bint releases, settle_placed, pays_merchant
+    cdef Py_ssize_t n_regions
+    # campaign tables
+    cdef object campaign
+    cdef cnp.ndarray a_rkeys, a_rvals, a_codes, a_slots, a_tier_off, a_tier_upto, a_tier_points
+    cdef int64_t *rkeys
+    cdef int32_t *rvals
+    cdef uint64_t rmask
+    cdef int64_t *codes
+    cdef int32_t *slots
+    cdef int32_t *tier_off
+    cdef int32_t *tier_upto
+    cdef int32_t *tier_points
+    # per region
+    cdef cnp.ndarray a_used, a_taken, a_heap_off, a_heap_len, a_heap
+    cdef int32_t *used
+    cdef int32_t *taken
+    cdef int64_t *heap_off
+    cdef int32_t *heap_len
+    cdef int32_t *heap
+    # orders
+    cdef cnp.ndarray a_orders
+    cdef rc_fpslot *orders
+    cdef uint64_t omask
+    cdef Py_ssize_t n_orders
+    # beneficiaries
+    cdef cnp.ndarray a_btab, a_held, a_pending, a_confirmed, a_redeemed
+    cdef rc_fpslot *btab
+    cdef uint64_t bmask
+    cdef int32_t *held
+    cdef int64_t *pending
+    cdef int64_t *confirmed
+    cdef int64_t *redeemed
+    cdef Py_ssize_t n_bene
+    cdef list names
+    # (beneficiary, region) -> held + 1
+    cdef cnp.ndarray a_pkeys, a_pvals
+    cdef int64_t *pkeys
+    cdef int32_t *pvals
+    cdef uint64_t pmask
+    cdef Py_ssize_t n_pairs
+    # claims
+    cdef cnp.ndarray a_c_row, a_c_slot, a_c_points, a_c_bene, a_c_state, a_c_ts
+    cdef int32_t *c_row
+    cdef int32_t *c_slot
+    cdef int32_t *c_points
+    cdef int32_t *c_bene
+    cdef uint8_t *c_state
+    cdef int64_t *c_ts
+    cdef Py_ssize_t n_claims
+    cdef list claim_orders
+    # totals
+    cdef int64_t awarded_points
+    cdef int64_t outcome_counts[N_OUTCOMES]
+    # prizes and redemptions (rare: plain Python)
+    cdef dict prize_index
+    cdef cnp.ndarray a_stock
+    cdef dict redemption_log
+    # first-pass scratch
+    cdef cnp.ndarray a_recs
+    cdef Rec *recs
+
+    def __init__(self, campaign, Py_ssize_t expected_orders=0):
+        self.campaign = campaign
+        info = campaign.info
+        self.starts, self.ends = campaign.starts_ms, campaign.ends_ms
+        self.min_paid = info.min_paid_cents
+        self.budget = info.budget_points
+        self.cap = info.max_claims_per_beneficiary
+        self.region_cap = info.max_claims_per_beneficiary_per_region
+        self.releases = campaign.releases
+        self.settle_placed = campaign.settles_on_placed
+        self.pays_merchant = campaign.pays_merchant
+        self.n_regions = len(campaign.regions)
+
+        self.a_codes = np.ascontiguousarray(campaign.region_codes, dtype=np.int64)
+        self.a_slots = np.ascontiguousarray(campaign.region_slots, dtype=np.int32)
+        self.a_tier_off = np.ascontiguousarray(campaign.tier_offsets, dtype=np.int32)
+        self.a_tier_upto = np.ascontiguousarray(campaign.tier_upto, dtype=np.int32)
+        self.a_tier_points = np.ascontiguousarray(campaign.tier_points, dtype=np.int32)
+        cap = _pow2_at_least(4 * self.n_regions)
+        self.a_rkeys = np.zeros(cap, np.int64)
+        self.a_rvals = np.zeros(cap, np.int32)
+        self.rmask = cap - 1
+        self._bind_campaign()
+        cdef Py_ssize_t row
+        cdef uint64_t i
+        for row in range(self.n_regions):
+            i = rc_int_probe(self.rkeys, self.rvals, self.rmask, self.codes[row])
+            self.rkeys[i] = self.codes[row]
+            self.rvals[i] = row + 1
+
+        self.prize_index = {p.id: k for k, p in enumerate(campaign.prizes)}
+        self.a_recs = np.zeros(0, np.uint8)
+        self.recs = NULL
+        self.reset(expected_orders)
+
+    cdef void _bind_campaign(self) noexcept:
+        self.rkeys = <int64_t *> self.a_rkeys.data
+        self.rvals = <int32_t *> self.a_rvals.data
+        self.codes = <int64_t *> self.a_codes.data
+        self.slots = <int32_t *> self.a_slots.data
+        self.tier_off = <int32_t *> self.a_tier_off.data
+        self.tier_upto = <int32_t *> self.a_tier_upto.data
+        self.tier_points = <int32_t *> self.a_tier_points.data
+
+    def reset(self, Py_ssize_t expected_orders=0):
+        """Forget every order, claim and redemption."""
+        n = self.n_regions
+        self.a_used = np.zeros(n, np.int32)
+        self.a_taken = np.zeros(n, np.int32)
+        self.a_heap_len = np.zeros(n, np.int32)
+        # A region's heap holds at most its slots; only "release" campaigns need one.
+        heap_sizes = self.a_slots.astype(np.int64) if self.releases else np.zeros(n, np.int64)
+        self.a_heap_off = np.zeros(n + 1, np.int64)
+        np.cumsum(heap_sizes, out=self.a_heap_off[1:])
+        self.a_heap = np.zeros(max(int(self.a_heap_off[n]), 1), np.int32)
+        self.a_orders = np.zeros((_pow2_at_least(expected_orders * 4 // 3 + 1), 2), np.uint64)
+        self.n_orders = 0
+        self.a_btab = np.zeros((1024, 2), np.uint64)
+        self.a_held = np.zeros(256, np.int32)
+        self.a_pending = np.zeros(256, np.int64)
+        self.a_confirmed = np.zeros(256, np.int64)
+        self.a_redeemed = np.zeros(256, np.int64)
+        self.n_bene = 0
+        self.names = []
+        self.a_pkeys = np.zeros(1024, np.int64)
+        self.a_pvals = np.zeros(1024, np.int32)
+        self.n_pairs = 0
+        self._new_claim_arrays(1024)
+        self.n_claims = 0
+        self.claim_orders = []
+        self.awarded_points = 0
+        cdef int k
+        for k in range(N_OUTCOMES):
+            self.outcome_counts[k] = 0
+        self.a_stock = np.array([p.stock for p in self.campaign.prizes] or [0], np.int64)
+        self.redemption_log = {}
+        self._bind_state()
+
+    def _new_claim_arrays(self, Py_ssize_t n):
+        self.a_c_row = np.zeros(n, np.int32)
+        self.a_c_slot = np.zeros(n, np.int32)
+        self.a_c_points = np.zeros(n, np.int32)
+        self.a_c_bene = np.zeros(n, np.int32)
+        self.a_c_state = np.zeros(n, np.uint8)
+        self.a_c_ts = np.zeros(n, np.int64)
+
+    cdef void _bind_state(self) noexcept:
+        self.used = <int32_t *> self.a_used.data
+        self.taken = <int32_t *> self.a_taken.data
+        self.heap_off = <int64_t *> self.a_heap_off.data
+        self.heap_len = <int32_t *> self.a_heap_len.data
+        self.heap = <int32_t *> self.a_heap.data
+        self.orders = <rc_fpslot *> self.a_orders.data
+        self.omask = self.a_orders.shape[0] - 1
+        self.btab = <rc_fpslot *> self.a_btab.data
+        self.bmask = self.a_btab.shape[0] - 1
+        self.held = <int32_t *> self.a_held.data
+        self.pending = <int64_t *> self.a_pending.data
+        self.confirmed = <int64_t *> self.a_confirmed.data
+        self.redeemed = <int64_t *> self.a_redeemed.data
+        self.pkeys = <int64_t *> self.a_pkeys.data
+        self.pvals = <int32_t *> self.a_pvals.data
+        self.pmask = self.a_pkeys.shape[0] - 1
+        self.c_row = <int32_t *> self.a_c_row.data
+        self.c_slot = <int32_t *> self.a_c_slot.data
+        self.c_points = <int32_t *> self.a_c_points.data
+        self.c_bene = <int32_t *> self.a_c_bene.data
+        self.c_state = <uint8_t *> self.a_c_state.data
+        self.c_ts = <int64_t *> self.a_c_ts.data
+
+    # -- growth (rare, so plain Python is fine) --------------------------------------------
+    def _grow_orders(self):
+        old = self.a_orders
+        cap = old.shape[0] * 2
+        self.a_orders = np.zeros((cap, 2), np.uint64)
+        self._bind_state()
+        cdef rc_fpslot *src = <rc_fpslot *> (<cnp.ndarray> old).data
+        cdef Py_ssize_t i
+        cdef uint64_t j
+        for i in range(old.shape[0]):
+            if src[i].val != 0:
+                j = rc_fp_probe(self.orders, self.omask, src[i].fp, src[i].fp2)
+                self.orders[j] = src[i]
+
+    def _grow_beneficiaries(self):
+        n = self.a_held.shape[0] * 2
+        self.a_held = _grown(self.a_held, n)
+        self.a_pending = _grown(self.a_pending, n)
+        self.a_confirmed = _grown(self.a_confirmed, n)
+        self.a_redeemed = _grown(self.a_redeemed, n)
+        if self.n_bene * 4 >= self.a_btab.shape[0] * 3 - 4:
+            old = self.a_btab
+            self.a_btab = np.zeros((old.shape[0] * 2, 2), np.uint64)
+            self._bind_state()
+            self._rehash_fp(old, self.btab, self.bmask)
+        self._bind_state()
+
+    cdef void _rehash_fp(self, cnp.ndarray old, rc_fpslot *dst, uint64_t mask) noexcept:
+        cdef rc_fpslot *src = <rc_fpslot *> old.data
+        cdef Py_ssize_t i
+        for i in range(old.shape[0]):
+            if src[i].val != 0:
+                dst[rc_fp_probe(dst, mask, src[i].fp, src[i].fp2)] = src[i]
+
+    def _grow_pairs(self):
+        oldk, oldv = self.a_pkeys, self.a_pvals
+        cap = oldk.shape[0] * 2
+        self.a_pkeys = np.zeros(cap, np.int64)
+        self.a_pvals = np.zeros(cap, np.int32)
+        self._bind_state()
+        cdef int64_t *k = <int64_t *> (<cnp.ndarray> oldk).data
+        cdef int32_t *v = <int32_t *> (<cnp.ndarray> oldv).data
+        cdef Py_ssize_t i
+        cdef uint64_t j
+        for i in range(oldk.shape[0]):
+            if v[i] != 0:
+                j = rc_int_probe(self.pkeys, self.pvals, self.pmask, k[i])
+                self.pkeys[j] = k[i]
+                self.pvals[j] = v[i]
+
+    def _grow_claims(self):
+        n = self.a_c_row.shape[0] * 2
+        self.a_c_row = _grown(self.a_c_row, n)
+        self.a_c_slot = _grown(self.a_c_slot, n)
+        self.a_c_points = _grown(self.a_c_points, n)
+        self.a_c_bene = _grown(self.a_c_bene, n)
+        self.a_c_state = _grown(self.a_c_state, n)
+        self.a_c_ts = _grown(self.a_c_ts, n)
+        self._bind_state()
+
+    # -- small pieces of the hot path --------------------------------------------------------
+    cdef inline Py_ssize_t _region_row(self, int64_t code) noexcept:
+        cdef uint64_t i = rc_int_probe(self.rkeys, self.rvals, self.rmask, code)
+        return self.rvals[i] - 1
+
+    cdef inline int32_t _points_for(self, Py_ssize_t row, int32_t slot) noexcept:
+        cdef int32_t t
+        for t in range(self.tier_off[row], self.tier_off[row + 1]):
+            if slot <= self.tier_upto[t]:
+                return self.tier_points[t]
+        return 0  # unreachable: the campaign's last tier covers every slot
+
+    cdef Py_ssize_t _bene_find(self, PyObject *who, uint64_t fp, uint32_t fp2) except -2:
+        """Index of a beneficiary, or -1; the stored name is compared, so this is exact."""
+        cdef uint64_t i = fp & self.bmask
+        while self.btab[i].val != 0:
+            if self.btab[i].fp == fp and self.btab[i].fp2 == fp2:
+                if self.names[self.btab[i].val - 1] == <object> who:
+                    return self.btab[i].val - 1
+            i = (i + 1) & self.bmask
+        return -1
+
+    cdef Py_ssize_t _bene_intern(self, PyObject *who, uint64_t fp, uint32_t fp2) except -1:
+        cdef Py_ssize_t b = self._bene_find(who, fp, fp2)
+        if b >= 0:
+            return b
+        if self.n_bene >= self.a_held.shape[0] or self.n_bene * 4 >= self.a_btab.shape[0] * 3 - 4:
+            self._grow_beneficiaries()
+        cdef uint64_t i = fp & self.bmask
+        while self.btab[i].val != 0:
+            i = (i + 1) & self.bmask
+        b = self.n_bene
+        self.btab[i].fp = fp
+        self.btab[i].fp2 = fp2
+        self.btab[i].val = <int32_t> (b + 1)
+        self.names.append(<object> who)
+        self.n_bene += 1
+        return b
+
+    cdef inline uint64_t _pair_slot(self, Py_ssize_t b, Py_ssize_t row) noexcept:
+        return rc_int_probe(self.pkeys, self.pvals, self.pmask, ((<int64_t> b) << 32) | row)
+
+    cdef void _heap_push(self, Py_ssize_t row, int32_t slot) noexcept:
+        cdef int32_t *h = self.heap + self.heap_off[row]
+        cdef int32_t i = self.heap_len[row]
+        cdef int32_t parent
+        self.heap_len[row] = i + 1
+        while i > 0:
+            parent = (i - 1) >> 1
+            if h[parent] <= slot:
+                break
+            h[i] = h[parent]
+            i = parent
+        h[i] = slot
+
+    cdef void _heap_pop(self, Py_ssize_t row) noexcept:
+        cdef int32_t *h = self.heap + self.heap_off[row]
+        cdef int32_t n = self.heap_len[row] - 1
+        cdef int32_t last = h[n]
+        cdef int32_t i = 0
+        cdef int32_t child
+        self.heap_len[row] = n
+        while True:
+            child = 2 * i + 1
+            if child >= n:
+                break
+            if child + 1 < n and h[child + 1] < h[child]:
+                child += 1
+            if h[child] >= last:
+                break
+            h[i] = h[child]
+            i = child
+        if n > 0:
+            h[i] = last
+
+    # -- the batch ---------------------------------------------------------------------------
+    cdef int _read_batch(self, list events, Py_ssize_t n) except -1:
+        """Pass one: fields into C records, order ids hashed. Raises before any change."""
+        cdef Py_ssize_t i
+        cdef PyObject *ev
+        cdef PyTypeObject *t
+        cdef Rec *r
+        if self.a_recs.shape[0] < n * <Py_ssize_t> sizeof(Rec):
+            self.a_recs = np.zeros(max(n, 1024) * sizeof(Rec), np.uint8)
+            self.recs = <Rec *> self.a_recs.data
+        for i in range(n):
+            ev = <PyObject *> events[i]
+            t = Py_TYPE(ev)
+            r = &self.recs[i]
+            r.event = ev
+            if t == T_PLACED:
+                r.kind = K_PLACED
+                r.order = _field(ev, OFF_P_ORDER)
+                r.agent = _field(ev, OFF_P_AGENT)
+                r.merchant = _field(ev, OFF_P_MERCHANT)
+                _str_field(r.order, "order_id", i)
+                _str_field(r.agent, "agent_id", i)
+                _str_field(r.merchant, "merchant_id", i)
+                r.region = _int_field(_field(ev, OFF_P_REGION), "region", i)
+                r.paid = _int_field(_field(ev, OFF_P_PAID), "paid_cents", i)
+                r.ts = _int_field(_field(ev, OFF_P_TS), "ts", i)
+            elif t == T_CLOSED or t == T_COMPLETED:
+                r.kind = K_CLOSED if t == T_CLOSED else K_COMPLETED
+                r.order = _field(ev, OFF_C_ORDER if t == T_CLOSED else OFF_D_ORDER)
+                _str_field(r.order, "order_id", i)
+            elif t == T_REDEEM:
+                r.kind = K_REDEEM
+                continue
+            else:
+                raise TypeError(f"event {i} of the batch is not an event: {(<object> ev).__class__.__name__}")
+            _hash_str(r.order, &r.fp, &r.fp2)
+        return 0
+
+    def apply(self, list events):
+        """Apply a batch of decoded events in order; returns (outcome, slot, points) arrays."""
+        cdef Py_ssize_t n = len(events)
+        self._read_batch(events, n)
+        outcome_arr = np.empty(n, np.uint8)
+        slot_arr = np.zeros(n, np.int32)
+        points_arr = np.zeros(n, np.int32)
+        cdef uint8_t *out = <uint8_t *> (<cnp.ndarray> outcome_arr).data
+        cdef int32_t *out_slot = <int32_t *> (<cnp.ndarray> slot_arr).data
+        cdef int32_t *out_points = <int32_t *> (<cnp.ndarray> points_arr).data
+        cdef Py_ssize_t i
+        cdef Rec *r
+        cdef int o
+        for i in range(n):
+            r = &self.recs[i]
+            if r.kind == K_PLACED:
+                o = self._placed(r, &out_slot[i], &out_points[i])
+                self.outcome_counts[o] += 1
+            elif r.kind == K_CLOSED:
+                o = self._closed(r, &out_slot[i], &out_points[i])
+            elif r.kind == K_COMPLETED:
+                o = self._completed(r, &out_slot[i], &out_points[i])
+            else:
+                o, cost = self._redeem(<object> r.event)
+                out_points[i] = cost
+            out[i] = <uint8_t> o
+        return outcome_arr, slot_arr, points_arr
+
+    cdef int _placed(self, Rec *r, int32_t *out_slot, int32_t *out_points) except -1:
+        if (self.n_orders + 1) * 4 > <Py_ssize_t> (self.omask + 1) * 3:
+            self._grow_orders()
+        cdef uint64_t oi = rc_fp_probe(self.orders, self.omask, r.fp, r.fp2)
+        cdef int32_t seen = self.orders[oi].val
+        if seen == ORDER_PLACED or seen > 0:
+            return DUPLICATE
+        if seen == 0:
+            self.orders[oi].fp = r.fp
+            self.orders[oi].fp2 = r.fp2
+            self.n_orders += 1
+        self.orders[oi].val = ORDER_PLACED  # a redelivery of this event is now a duplicate
+        if seen == ORDER_TOMBSTONE:
+            return CLOSED
+        if r.ts < self.starts or r.ts >= self.ends:
+            return OUTSIDE_WINDOW
+        cdef Py_ssize_t row = self._region_row(r.region)
+        if row < 0:
+            return NO_REWARD_REGION
+        if r.paid < self.min_paid:
+            return BELOW_MIN_PAID
+
+        cdef PyObject *who = r.merchant if self.pays_merchant else r.agent
+        cdef uint64_t wfp = 0
+        cdef uint32_t wfp2 = 0
+        cdef Py_ssize_t b = -1
+        cdef uint64_t pi = 0
+        if self.cap or self.region_cap:
+            _hash_str(who, &wfp, &wfp2)
+            b = self._bene_find(who, wfp, wfp2)
+            if self.cap and b >= 0 and self.held[b] >= self.cap:
+                return BENEFICIARY_CAP
+            if self.region_cap and b >= 0:
+                pi = self._pair_slot(b, row)
+                if self.pvals[pi] != 0 and self.pvals[pi] - 1 >= self.region_cap:
+                    return BENEFICIARY_REGION_CAP
+
+        cdef int32_t slot
+        cdef bint from_heap = self.releases and self.heap_len[row] > 0
+        if from_heap:
+            slot = self.heap[self.heap_off[row]]
+        elif self.used[row] < self.slots[row]:
+            slot = self.used[row] + 1
+        else:
+            return SOLD_OUT
+        cdef int32_t points = self._points_for(row, slot)
+        if self.budget and self.awarded_points + points > self.budget:
+            return BUDGET_EXHAUSTED
+
+        if from_heap:
+            self._heap_pop(row)
+        else:
+            self.used[row] += 1
+        if b < 0:
+            if not (self.cap or self.region_cap):
+                _hash_str(who, &wfp, &wfp2)
+            b = self._bene_intern(who, wfp, wfp2)
+        if self.n_claims >= self.a_c_row.shape[0]:
+            self._grow_claims()
+        cdef Py_ssize_t c = self.n_claims
+        self.n_claims += 1
+        self.claim_orders.append(<object> r.order)
+        self.c_row[c] = <int32_t> row
+        self.c_slot[c] = slot
+        self.c_points[c] = points
+        self.c_bene[c] = <int32_t> b
+        self.c_ts[c] = r.ts
+        self.orders[oi].val = <int32_t> (c + 1)
+        self.taken[row] += 1
+        self.awarded_points += points
+        self.held[b] += 1
+        if self.region_cap:
+            if (self.n_pairs + 1) * 4 > <Py_ssize_t> (self.pmask + 1) * 3:
+                self._grow_pairs()
+            pi = self._pair_slot(b, row)
+            if self.pvals[pi] == 0:
+                self.pkeys[pi] = ((<int64_t> b) << 32) | row
+                self.pvals[pi] = 1
+                self.n_pairs += 1
+            self.pvals[pi] += 1
+        if self.settle_placed:
+            self.c_state[c] = CONFIRMED_STATE
+            self.confirmed[b] += points
+        else:
+            self.c_state[c] = PENDING
+            self.pending[b] += points
+        out_slot[0] = slot
+        out_points[0] = points
+        return AWARDED
+
+    cdef inline Py_ssize_t _claim_of(self, Rec *r, uint64_t *oi) noexcept:
+        """Claim index of the record's order, -1 if none; oi gets the table slot."""
+        oi[0] = rc_fp_probe(self.orders, self.omask, r.fp, r.fp2)
+        cdef int32_t v = self.orders[oi[0]].val
+        return v - 1 if v > 0 else -1
+
+    cdef int _closed(self, Rec *r, int32_t *out_slot, int32_t *out_points) except -1:
+        if (self.n_orders + 1) * 4 > <Py_ssize_t> (self.omask + 1) * 3:
+            self._grow_orders()
+        cdef uint64_t oi
+        cdef Py_ssize_t c = self._claim_of(r, &oi)
+        if self.orders[oi].val == 0:
+            self.orders[oi].fp = r.fp
+            self.orders[oi].fp2 = r.fp2
+            self.orders[oi].val = ORDER_TOMBSTONE
+            self.n_orders += 1
+            return TOMBSTONED
+        if c < 0 or self.c_state[c] == REVOKED_STATE:
+            return UNCHANGED
+        cdef Py_ssize_t b = self.c_bene[c]
+        cdef Py_ssize_t row = self.c_row[c]
+        cdef int32_t points = self.c_points[c]
+        if self.c_state[c] == CONFIRMED_STATE:
+            self.confirmed[b] -= points
+        else:
+            self.pending[b] -= points
+        self.c_state[c] = REVOKED_STATE
+        self.awarded_points -= points
+        self.held[b] -= 1
+        self.taken[row] -= 1
+        if self.region_cap:
+            self.pvals[self._pair_slot(b, row)] -= 1
+        if self.releases:
+            self._heap_push(row, self.c_slot[c])
+        out_slot[0] = self.c_slot[c]
+        out_points[0] = points
+        return REVOKED
+
+    cdef int _completed(self, Rec *r, int32_t *out_slot, int32_t *out_points) except -1:
+        cdef uint64_t oi
+        cdef Py_ssize_t c = self._claim_of(r, &oi)
+        if c < 0 or self.c_state[c] != PENDING:
+            return UNCHANGED
+        cdef Py_ssize_t b = self.c_bene[c]
+        self.c_state[c] = CONFIRMED_STATE
+        self.pending[b] -= self.c_points[c]
+        self.confirmed[b] += self.c_points[c]
+        out_slot[0] = self.c_slot[c]
+        out_points[0] = self.c_points[c]
+        return CONFIRMED
+
+    def _redeem(self, ev):
+        prior = self.redemption_log.get(ev.redemption_id)
+        if prior is not None:
+            return prior
+        k = self.prize_index.get(ev.prize)
+        if k is None:
+            result = (int(Outcome.UNKNOWN_PRIZE), 0)
+        else:
+            cost = self.campaign.prizes[k].cost_points * ev.qty
+            who = ev.beneficiary
+            uwho = <PyObject *> who
+            b = -1
+            if PyUnicode_CheckExact(uwho):
+                b = self._find_name(who)
+            available = self.a_confirmed[b] - self.a_redeemed[b] if b >= 0 else 0
+            if available < cost:
+                result = (int(Outcome.INSUFFICIENT_POINTS), 0)
+            elif self.a_stock[k] < ev.qty:
+                result = (int(Outcome.OUT_OF_STOCK), 0)
+            else:
+                self.a_stock[k] -= ev.qty
+                self.a_redeemed[b] += cost
+                result = (int(Outcome.REDEEMED), cost)
+        self.redemption_log[ev.redemption_id] = result
+        return result
+
+    def _find_name(self, str who):
+        cdef uint64_t fp
+        cdef uint32_t fp2
+        _hash_str(<PyObject *> who, &fp, &fp2)
+        return self._bene_find(<PyObject *> who, fp, fp2)
+
+    # -- views -------------------------------------------------------------------------------
+    @property
+    def orders_remembered(self):
+        return self.n_orders
+
+    @property
+    def order_table_bytes(self):
+        """Bytes held by the order-id table (the per-order memory cost)."""
+        return self.a_orders.nbytes
+
+    def claim_rows(self):
+        """(order_ids, region codes, slots, points, beneficiary names, state names, ts)."""
+        n = self.n_claims
+        return (
+            self.claim_orders,
+            self.a_codes[self.a_c_row[:n]],
+            self.a_c_slot[:n],
+            self.a_c_points[:n],
+            [self.names[b] for b in self.a_c_bene[:n]],
+            [CLAIM_STATE_NAMES[s] for s in self.a_c_state[:n]],
+            self.a_c_ts[:n],
+        )
+
+    def balance_rows(self):
+        """(names, pending, confirmed, redeemed) for every interned beneficiary."""
+        n = self.n_bene
+        return (self.names, self.a_pending[:n], self.a_confirmed[:n], self.a_redeemed[:n])
+
+    def balance_of(self, str who):
+        b = self._find_name(who)
+        if b < 0:
+            return (0, 0, 0)
+        return (int(self.a_pending[b]), int(self.a_confirmed[b]), int(self.a_redeemed[b]))
+
+    def outcome_count_array(self):
+        return np.array([self.outcome_counts[k] for k in range(N_OUTCOMES)], np.int64)
+
+    def redemption_items(self):
+        return {rid: o for rid, (o, _) in self.redemption_log.items()}
+
+    def stock_array(self):
+        return self.a_stock.copy()
+
+    def region_counts(self, int64_t code):
+        """(slots, taken, remaining) of a region, or None when it is not a reward region."""
+        row = self._region_row(code)
+        if row < 0:
+            return None
+        free = self.a_slots[row] - self.a_used[row] + self.a_heap_len[row]
+        return (int(self.a_slots[row]), int(self.a_taken[row]), int(free))
+
+    @property
+    def awarded_points_total(self):
+        return self.awarded_points

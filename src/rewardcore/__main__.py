@@ -1,0 +1,3 @@
+from rewardcore.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,53 @@
+"""Outcome codes shared by every engine.
+
+The numbering is part of the compiled engines' ABI (ext/engine.pyx mirrors it, and a test
+checks the two agree): append new codes, never renumber.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class Outcome(IntEnum):
+    # placed, in the reference order of checks (DESIGN.md)
+    AWARDED = 0
+    DUPLICATE = 1
+    CLOSED = 2
+    OUTSIDE_WINDOW = 3
+    NO_REWARD_REGION = 4
+    BELOW_MIN_PAID = 5
+    BENEFICIARY_CAP = 6
+    BENEFICIARY_REGION_CAP = 7
+    SOLD_OUT = 8
+    BUDGET_EXHAUSTED = 9
+    # closed
+    REVOKED = 10
+    TOMBSTONED = 11
+    # completed
+    CONFIRMED = 12
+    # closed or completed that changes nothing
+    UNCHANGED = 13
+    # redeem
+    REDEEMED = 14
+    UNKNOWN_PRIZE = 15
+    INSUFFICIENT_POINTS = 16
+    OUT_OF_STOCK = 17
+
+    @property
+    def label(self) -> str:
+        """The lower-case name used in exported state and APIs."""
+        return self.name.lower()
+
+
+#: Outcomes a `placed` event can have; these are counted in the exported `outcomes`.
+PLACED_OUTCOMES = tuple(Outcome)[: Outcome.BUDGET_EXHAUSTED + 1]
+#: Outcomes of a `redeem` event.
+REDEEM_OUTCOMES = (
+    Outcome.REDEEMED,
+    Outcome.UNKNOWN_PRIZE,
+    Outcome.INSUFFICIENT_POINTS,
+    Outcome.OUT_OF_STOCK,
+)
+LABELS = tuple(o.label for o in Outcome)
+BY_LABEL = {o.label: o for o in Outcome}
