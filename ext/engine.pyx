@@ -32,6 +32,7 @@ cdef extern from "rc_tables.h":
     void rc_hash_bytes(const void *data, size_t n, uint32_t kind, uint64_t *lo, uint32_t *hi) nogil
     uint64_t rc_fp_probe(const rc_fpslot *t, uint64_t mask, uint64_t fp, uint32_t fp2) nogil
     uint64_t rc_int_probe(const int64_t *keys, const int32_t *vals, uint64_t mask, int64_t key) nogil
+    void rc_prefetch(const void *p) nogil
 
 cdef extern from "Python.h":
     ctypedef struct PyMemberDef:
@@ -105,8 +106,9 @@ ctypedef struct Rec:
     int64_t paid
     int64_t ts
     PyObject *order
-    PyObject *agent
-    PyObject *merchant
+    PyObject *who       # the beneficiary: agent or merchant, per the campaign
+    uint64_t wfp        # its fingerprint, set in pass one only when a cap needs it
+    uint32_t wfp2
     PyObject *event
 
 
@@ -191,19 +193,19 @@ cdef class MemoryCore:
     cdef int32_t *tier_upto
     cdef int32_t *tier_points
     # per region
-    cdef cnp.ndarray a_used, a_taken, a_heap_off, a_heap_len, a_heap
+    cdef public cnp.ndarray a_used, a_taken, a_heap_off, a_heap_len, a_heap
     cdef int32_t *used
     cdef int32_t *taken
     cdef int64_t *heap_off
     cdef int32_t *heap_len
     cdef int32_t *heap
     # orders
-    cdef cnp.ndarray a_orders
+    cdef public cnp.ndarray a_orders
     cdef rc_fpslot *orders
     cdef uint64_t omask
     cdef Py_ssize_t n_orders
     # beneficiaries
-    cdef cnp.ndarray a_btab, a_held, a_pending, a_confirmed, a_redeemed
+    cdef public cnp.ndarray a_btab, a_held, a_pending, a_confirmed, a_redeemed
     cdef rc_fpslot *btab
     cdef uint64_t bmask
     cdef int32_t *held
@@ -213,13 +215,13 @@ cdef class MemoryCore:
     cdef Py_ssize_t n_bene
     cdef list names
     # (beneficiary, region) -> held + 1
-    cdef cnp.ndarray a_pkeys, a_pvals
+    cdef public cnp.ndarray a_pkeys, a_pvals
     cdef int64_t *pkeys
     cdef int32_t *pvals
     cdef uint64_t pmask
     cdef Py_ssize_t n_pairs
     # claims
-    cdef cnp.ndarray a_c_row, a_c_slot, a_c_points, a_c_bene, a_c_state, a_c_ts
+    cdef public cnp.ndarray a_c_row, a_c_slot, a_c_points, a_c_bene, a_c_state, a_c_ts
     cdef int32_t *c_row
     cdef int32_t *c_slot
     cdef int32_t *c_points
@@ -233,7 +235,7 @@ cdef class MemoryCore:
     cdef int64_t outcome_counts[N_OUTCOMES]
     # prizes and redemptions (rare: plain Python)
     cdef dict prize_index
-    cdef cnp.ndarray a_stock
+    cdef public cnp.ndarray a_stock
     cdef dict redemption_log
     # first-pass scratch
     cdef cnp.ndarray a_recs
@@ -421,25 +423,18 @@ cdef class MemoryCore:
                 return self.tier_points[t]
         return 0  # unreachable: the campaign's last tier covers every slot
 
-    cdef Py_ssize_t _bene_find(self, PyObject *who, uint64_t fp, uint32_t fp2) except -2:
-        """Index of a beneficiary, or -1; the stored name is compared, so this is exact."""
-        cdef uint64_t i = fp & self.bmask
-        while self.btab[i].val != 0:
-            if self.btab[i].fp == fp and self.btab[i].fp2 == fp2:
-                if self.names[self.btab[i].val - 1] == <object> who:
-                    return self.btab[i].val - 1
-            i = (i + 1) & self.bmask
-        return -1
+    cdef inline Py_ssize_t _bene_find(self, uint64_t fp, uint32_t fp2) noexcept:
+        """Index of a beneficiary by fingerprint, or -1."""
+        cdef uint64_t i = rc_fp_probe(self.btab, self.bmask, fp, fp2)
+        return self.btab[i].val - 1
 
     cdef Py_ssize_t _bene_intern(self, PyObject *who, uint64_t fp, uint32_t fp2) except -1:
-        cdef Py_ssize_t b = self._bene_find(who, fp, fp2)
+        cdef Py_ssize_t b = self._bene_find(fp, fp2)
         if b >= 0:
             return b
         if self.n_bene >= self.a_held.shape[0] or self.n_bene * 4 >= self.a_btab.shape[0] * 3 - 4:
             self._grow_beneficiaries()
-        cdef uint64_t i = fp & self.bmask
-        while self.btab[i].val != 0:
-            i = (i + 1) & self.bmask
+        cdef uint64_t i = rc_fp_probe(self.btab, self.bmask, fp, fp2)
         b = self.n_bene
         self.btab[i].fp = fp
         self.btab[i].fp2 = fp2
@@ -502,11 +497,13 @@ cdef class MemoryCore:
             if t == T_PLACED:
                 r.kind = K_PLACED
                 r.order = _field(ev, OFF_P_ORDER)
-                r.agent = _field(ev, OFF_P_AGENT)
-                r.merchant = _field(ev, OFF_P_MERCHANT)
                 _str_field(r.order, "order_id", i)
-                _str_field(r.agent, "agent_id", i)
-                _str_field(r.merchant, "merchant_id", i)
+                _str_field(_field(ev, OFF_P_AGENT), "agent_id", i)
+                _str_field(_field(ev, OFF_P_MERCHANT), "merchant_id", i)
+                r.who = _field(ev, OFF_P_MERCHANT if self.pays_merchant else OFF_P_AGENT)
+                if self.cap or self.region_cap:
+                    _hash_str(r.who, &r.wfp, &r.wfp2)
+                    rc_prefetch(&self.btab[r.wfp & self.bmask])
                 r.region = _int_field(_field(ev, OFF_P_REGION), "region", i)
                 r.paid = _int_field(_field(ev, OFF_P_PAID), "paid_cents", i)
                 r.ts = _int_field(_field(ev, OFF_P_TS), "ts", i)
@@ -520,6 +517,9 @@ cdef class MemoryCore:
             else:
                 raise TypeError(f"event {i} of the batch is not an event: {(<object> ev).__class__.__name__}")
             _hash_str(r.order, &r.fp, &r.fp2)
+            # The order table outgrows the caches at peak size; fetching each event's bucket
+            # now lets pass two find it in cache instead of waiting on memory per event.
+            rc_prefetch(&self.orders[r.fp & self.omask])
         return 0
 
     def apply(self, list events):
@@ -572,14 +572,10 @@ cdef class MemoryCore:
         if r.paid < self.min_paid:
             return BELOW_MIN_PAID
 
-        cdef PyObject *who = r.merchant if self.pays_merchant else r.agent
-        cdef uint64_t wfp = 0
-        cdef uint32_t wfp2 = 0
         cdef Py_ssize_t b = -1
         cdef uint64_t pi = 0
         if self.cap or self.region_cap:
-            _hash_str(who, &wfp, &wfp2)
-            b = self._bene_find(who, wfp, wfp2)
+            b = self._bene_find(r.wfp, r.wfp2)
             if self.cap and b >= 0 and self.held[b] >= self.cap:
                 return BENEFICIARY_CAP
             if self.region_cap and b >= 0:
@@ -605,8 +601,8 @@ cdef class MemoryCore:
             self.used[row] += 1
         if b < 0:
             if not (self.cap or self.region_cap):
-                _hash_str(who, &wfp, &wfp2)
-            b = self._bene_intern(who, wfp, wfp2)
+                _hash_str(r.who, &r.wfp, &r.wfp2)
+            b = self._bene_intern(r.who, r.wfp, r.wfp2)
         if self.n_claims >= self.a_c_row.shape[0]:
             self._grow_claims()
         cdef Py_ssize_t c = self.n_claims
@@ -721,7 +717,7 @@ cdef class MemoryCore:
         cdef uint64_t fp
         cdef uint32_t fp2
         _hash_str(<PyObject *> who, &fp, &fp2)
-        return self._bene_find(<PyObject *> who, fp, fp2)
+        return self._bene_find(fp, fp2)
 
     # -- views -------------------------------------------------------------------------------
     @property
@@ -777,3 +773,42 @@ cdef class MemoryCore:
     @property
     def awarded_points_total(self):
         return self.awarded_points
+
+    # -- snapshots (durable mode) ------------------------------------------------------------
+    _ARRAYS = ("a_used", "a_taken", "a_heap_len", "a_heap_off", "a_heap", "a_orders", "a_btab",
+               "a_held", "a_pending", "a_confirmed", "a_redeemed", "a_pkeys", "a_pvals",
+               "a_c_row", "a_c_slot", "a_c_points", "a_c_bene", "a_c_state", "a_c_ts",
+               "a_stock")
+
+    def snapshot(self):
+        """The whole mutable state as (numpy arrays, plain Python values); `restore` takes it."""
+        arrays = {name[2:]: getattr(self, name).copy() for name in self._ARRAYS}
+        arrays["outcomes"] = self.outcome_count_array()
+        scalars = {
+            "campaign_id": self.campaign.id,
+            "n_orders": self.n_orders, "n_bene": self.n_bene, "n_pairs": self.n_pairs,
+            "n_claims": self.n_claims, "awarded_points": self.awarded_points,
+            "names": list(self.names), "claim_orders": list(self.claim_orders),
+            "redemptions": {k: list(v) for k, v in self.redemption_log.items()},
+        }
+        return arrays, scalars
+
+    def restore(self, dict arrays, dict scalars):
+        if scalars["campaign_id"] != self.campaign.id:
+            raise ValueError(f"snapshot is of campaign {scalars['campaign_id']!r}, "
+                             f"not {self.campaign.id!r}")
+        for name in self._ARRAYS:
+            setattr(self, name, np.ascontiguousarray(arrays[name[2:]]))
+        cdef int k
+        counts = arrays["outcomes"]
+        for k in range(N_OUTCOMES):
+            self.outcome_counts[k] = counts[k]
+        self.n_orders = scalars["n_orders"]
+        self.n_bene = scalars["n_bene"]
+        self.n_pairs = scalars["n_pairs"]
+        self.n_claims = scalars["n_claims"]
+        self.awarded_points = scalars["awarded_points"]
+        self.names = list(scalars["names"])
+        self.claim_orders = list(scalars["claim_orders"])
+        self.redemption_log = {k: tuple(v) for k, v in scalars["redemptions"].items()}
+        self._bind_state()

@@ -56,6 +56,8 @@ static inline void rc_hash_bytes(const void *data, size_t n, uint32_t kind,
     *hi = (uint32_t)(b >> 32) ^ (uint32_t)b;
 }
 
+static inline void rc_prefetch(const void *p) { __builtin_prefetch(p, 1, 1); }
+
 /* Index of the slot holding (fp, fp2), or of the empty slot where it would go. */
 static inline uint64_t rc_fp_probe(const rc_fpslot *t, uint64_t mask, uint64_t fp, uint32_t fp2) {
     uint64_t i = fp & mask;

@@ -1,0 +1,76 @@
+"""Shared fixtures: real Redis servers (session-wide, flushed between tests) and the engine
+parametrization every cross-engine test uses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from rewardcore import Campaign, Engine, load_campaign, open_engine
+
+from .servers import RedisCluster, RedisServer, _cli
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.fixture(scope="session")
+def example_campaign() -> Campaign:
+    return load_campaign(EXAMPLES / "d11-2026.toml")
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    cluster = RedisCluster(3).start()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    _cli(redis_server.port, "FLUSHALL")
+    return redis_server.url
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster: RedisCluster) -> str:
+    redis_cluster.flushall()
+    return redis_cluster.url
+
+
+# Every engine the cross-engine tests run against: name -> (request -> backend URL).
+# Backends that need a server take it from a fixture through the request.
+ENGINE_URLS: dict[str, Callable[[pytest.FixtureRequest], str]] = {
+    "reference": lambda request: "reference://",
+    "memory": lambda request: "memory://",
+}
+
+
+@pytest.fixture(params=sorted(ENGINE_URLS))
+def engine_url(request: pytest.FixtureRequest) -> str:
+    return ENGINE_URLS[request.param](request)
+
+
+@pytest.fixture
+def make_engine(engine_url: str) -> Iterator[Callable[[Campaign], Engine]]:
+    """Open engines of the parametrized backend; each is reset before use and closed after."""
+    opened: list[Engine] = []
+
+    def make(campaign: Campaign) -> Engine:
+        engine = open_engine(campaign, engine_url)
+        if engine_url not in ("reference://", "memory://"):
+            engine.reset()
+        opened.append(engine)
+        return engine
+
+    yield make
+    for engine in opened:
+        engine.close()
