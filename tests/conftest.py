@@ -61,10 +61,13 @@ def engine_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def make_engine(engine_url: str) -> Iterator[Callable[[Campaign], Engine]]:
-    """Open engines of the parametrized backend; each is reset before use and closed after."""
+    """Open engines of the parametrized backend: each call gives a fresh, empty engine (the
+    previous one is closed first, so a backend may reuse its server, segment or directory)."""
     opened: list[Engine] = []
 
     def make(campaign: Campaign) -> Engine:
+        while opened:
+            opened.pop().close()
         engine = open_engine(campaign, engine_url)
         if engine_url not in ("reference://", "memory://"):
             engine.reset()

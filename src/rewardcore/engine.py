@@ -189,7 +189,7 @@ class Engine(abc.ABC):
         """Forget all state of this campaign (for backends that keep it outside the process)."""
         raise NotImplementedError(f"{type(self).__name__} cannot reset")
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Release resources; the in-process engines hold none."""
 
     def __enter__(self) -> Engine:

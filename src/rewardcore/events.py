@@ -6,7 +6,7 @@ aside) agree, and a huge number is rejected with the field's name instead of wra
 
 from __future__ import annotations
 
-from typing import Annotated, Union
+from typing import Annotated
 
 import msgspec
 
@@ -56,5 +56,5 @@ class Redeem(msgspec.Struct, tag="redeem", **_opts):
     qty: Qty = 1
 
 
-Event = Union[Placed, Closed, Completed, Redeem]
+Event = Placed | Closed | Completed | Redeem
 EVENT_TYPES = (Placed, Closed, Completed, Redeem)

@@ -62,9 +62,10 @@ def arrival_times(c: Campaign, shape: TrafficShape, rng: np.random.Generator) ->
     return np.sort(c.starts_ms + offset.astype(np.int64))
 
 
-def generate(c: Campaign, shape: TrafficShape = TrafficShape(),
+def generate(c: Campaign, shape: TrafficShape | None = None,
              chunk: int = 50_000) -> Iterator[bytes]:
     """Yield the stream as JSON-lines chunks of about `chunk` events, in time order."""
+    shape = shape or TrafficShape()
     rng = np.random.default_rng(shape.seed)
     n = shape.orders
     participants = shape.participants or max(100, n // 20)
@@ -99,7 +100,7 @@ def generate(c: Campaign, shape: TrafficShape = TrafficShape(),
     region_l, agent_l, paid_l = region.tolist(), agent.tolist(), paid.tolist()
     per = shape.agents_per_merchant
     out: list[str] = []
-    for t, k, i in zip(ts_l, kind_l, idx_l):
+    for t, k, i in zip(ts_l, kind_l, idx_l, strict=True):
         if k == 0:
             a = agent_l[i]
             out.append(
@@ -119,7 +120,7 @@ def generate(c: Campaign, shape: TrafficShape = TrafficShape(),
         tries = np.argsort(-np.bincount(agent, minlength=participants))[:k].tolist()
         prizes = rng.integers(0, len(c.prizes), k).tolist()
         t = c.ends_ms + 1
-        for r, (a, p) in enumerate(zip(tries, prizes)):
+        for r, (a, p) in enumerate(zip(tries, prizes, strict=True)):
             who = f"m{a // per}" if c.pays_merchant else f"a{a}"
             out.append(f'{{"type":"redeem","redemption_id":"r{r}","beneficiary":"{who}",'
                        f'"prize":{msgspec.json.encode(c.prizes[p].id).decode()},"qty":1,'

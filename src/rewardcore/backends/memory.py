@@ -60,14 +60,14 @@ class MemoryEngine(Engine):
         orders, regions, slots, points, who, states, ts = self.core.claim_rows()
         return [
             Claim(o, int(r), int(s), int(p), w, st, int(t))
-            for o, r, s, p, w, st, t in zip(orders, regions.tolist(), slots.tolist(),
+            for o, r, s, p, w, st, t in zip(orders, regions.tolist(), slots.tolist(), strict=True,
                                             points.tolist(), who, states, ts.tolist())
         ]
 
     def balances(self) -> dict[str, Balance]:
         names, pending, confirmed, redeemed = self.core.balance_rows()
         out = {}
-        for name, p, c, r in zip(names, pending.tolist(), confirmed.tolist(), redeemed.tolist()):
+        for name, p, c, r in zip(names, pending.tolist(), confirmed.tolist(), redeemed.tolist(), strict=True):
             if p or c or r:
                 out[name] = Balance(p, c, r)
         return out

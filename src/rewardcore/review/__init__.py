@@ -1,0 +1,1 @@
+"""Campaign preflight (lint), simulation and post-campaign review."""

@@ -1,0 +1,280 @@
+"""What a campaign did, read back from an engine: the figures the reports show.
+
+`collect(engine)` reads the engine's real state (claims, balances, outcomes, redemptions,
+stock), so the same code reviews a simulation run on `memory://` and a live or finished
+campaign on a backend that keeps state. Time series come either from the simulation (one
+point per batch, `Tracker`) or from the claims' order times (`claim_series`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from ..campaign import Campaign
+from ..engine import Claim, Decisions, Engine
+from ..events import Closed, Event, Placed
+from ..outcomes import Outcome
+
+_MINUTE = 60_000
+
+
+class Series(msgspec.Struct):
+    """Campaign figures over time, `minutes` after the window opened.
+
+    source "live": measured while the events were applied (one point per batch), so
+    revocations show when they happened. source "claims": rebuilt from the final claims'
+    order times, so a claim revoked later counts as never held.
+    """
+
+    source: str
+    minutes: list[float] = msgspec.field(default_factory=list)
+    sold_out: list[int] = msgspec.field(default_factory=list)
+    budget_used: list[int] = msgspec.field(default_factory=list)
+    awarded: list[int] = msgspec.field(default_factory=list)
+    revoked: list[int] = msgspec.field(default_factory=list)
+
+
+class PrizeUse(msgspec.Struct):
+    id: str
+    name: str
+    cost_points: int
+    #: beneficiaries holding at least cost_points (pending or confirmed)
+    holders_enough: int
+    #: beneficiaries who can spend cost_points now (confirmed minus redeemed)
+    available_enough: int
+    stock_left: int
+    redeemed_units: int
+
+
+class ReviewData(msgspec.Struct):
+    """A campaign's outcome, from one engine's state."""
+
+    campaign: str
+    beneficiary: str
+    #: expected or simulated participants; 0 when unknown (then shares use winners seen)
+    participants: int
+    #: outcomes of `placed` events, by label
+    outcomes: dict[str, int]
+    #: claims ever created (= outcomes["awarded"])
+    claims: int
+    claims_revoked: int
+    claims_pending: int
+    claims_confirmed: int
+    #: points of non-revoked claims: what the budget counts
+    points: int
+    points_revoked: int
+    points_redeemed: int
+    budget_points: int
+    regions: int
+    regions_awarded: int
+    #: regions with at least one revoked claim
+    regions_revoked: int
+    #: regions that awarded a claim but hold none now: lost to closed orders
+    regions_lost: int
+    regions_sold_out: int
+    #: beneficiaries holding at least one non-revoked claim
+    rewarded: int
+    #: beneficiaries whose every claim was revoked
+    lost_all: int
+    #: points per rewarded beneficiary (pending + confirmed), highest first
+    points_per_beneficiary: list[int]
+    #: number of regions unlocked (non-revoked claims) -> beneficiaries
+    regions_per_beneficiary: dict[int, int]
+    redemptions: dict[str, int]
+    prizes: list[PrizeUse]
+    series: Series
+
+    def figures(self) -> dict[str, Any]:
+        """The headline numbers, as the report embeds them for machines."""
+        return {
+            "campaign": self.campaign,
+            "participants": self.participants,
+            "claims_awarded": self.claims,
+            "claims_revoked": self.claims_revoked,
+            "claims_pending": self.claims_pending,
+            "claims_confirmed": self.claims_confirmed,
+            "points": self.points,
+            "points_redeemed": self.points_redeemed,
+            "budget_points": self.budget_points,
+            "regions": self.regions,
+            "regions_awarded": self.regions_awarded,
+            "regions_revoked": self.regions_revoked,
+            "regions_lost": self.regions_lost,
+            "regions_sold_out": self.regions_sold_out,
+            "rewarded": self.rewarded,
+            "lost_all": self.lost_all,
+            "outcomes": self.outcomes,
+            "redemptions": self.redemptions,
+        }
+
+
+def _sold_out(campaign: Campaign, claims: Sequence[Claim]) -> dict[int, int]:
+    """Region code -> the order time its last slot was taken, for regions with none left.
+
+    Under "release" a region is sold out when its non-revoked claims fill its slots; under
+    "forfeit" when every slot was used once, revoked or not (DESIGN.md, slot choice).
+    """
+    count: Counter[int] = Counter()
+    last: dict[int, int] = {}
+    for c in claims:
+        if campaign.releases and c.state == "revoked":
+            continue
+        count[c.region] += 1
+        last[c.region] = max(last.get(c.region, c.ts), c.ts)
+    return {code: last[code] for code, n in count.items()
+            if n >= campaign.region_by_code[code].slots}
+
+
+def claim_series(campaign: Campaign, claims: Sequence[Claim], points: int = 200) -> Series:
+    """Rebuild the time series from the claims' order times (for a finished campaign)."""
+    series = Series(source="claims")
+    if not claims:
+        return series
+    rows = sorted(claims, key=lambda c: c.ts)
+    ts = np.array([c.ts for c in rows], dtype=np.int64)
+    kept_points = np.cumsum([c.points if c.state != "revoked" else 0 for c in rows])
+    revoked = np.cumsum([c.state == "revoked" for c in rows])
+    sold_at = np.sort(np.array(list(_sold_out(campaign, claims).values()), dtype=np.int64))
+    edges = np.linspace(campaign.starts_ms, max(int(ts[-1]), campaign.starts_ms + 1), points)
+    for edge in edges:
+        n = int(np.searchsorted(ts, edge, side="right"))
+        series.minutes.append(float((edge - campaign.starts_ms) / _MINUTE))
+        series.awarded.append(n)
+        series.budget_used.append(int(kept_points[n - 1]) if n else 0)
+        series.revoked.append(int(revoked[n - 1]) if n else 0)
+        series.sold_out.append(int(np.searchsorted(sold_at, edge, side="right")))
+    return series
+
+
+class Tracker:
+    """Follows a live run batch by batch, from the events and the engine's decisions.
+
+    Keeps one counter per region and the region of each awarded order, so the time
+    series costs a dict lookup per claim, not a read of the engine's whole state.
+    """
+
+    def __init__(self, campaign: Campaign) -> None:
+        self.campaign = campaign
+        self.row = {int(code): i for i, code in enumerate(campaign.region_codes.tolist())}
+        self.slots = campaign.region_slots.astype(np.int64)
+        self.taken = np.zeros(len(self.slots), np.int64)  # non-revoked claims
+        self.used = np.zeros(len(self.slots), np.int64)  # slots ever used (forfeit)
+        self.region_of: dict[str, int] = {}
+        self.points = 0
+        self.awarded = 0
+        self.revoked = 0
+        self.placers: set[str] = set()
+        self.series = Series(source="live")
+
+    def add(self, events: Sequence[Event], decisions: Decisions) -> None:
+        """Account for one applied batch and add a point to the series."""
+        who_merchant = self.campaign.pays_merchant
+        outcome = decisions.outcome
+        last_ts = None
+        for i in np.flatnonzero((outcome == Outcome.AWARDED) | (outcome == Outcome.REVOKED)):
+            ev = events[i]
+            if isinstance(ev, Placed):
+                row = self.row[ev.region]
+                self.region_of[ev.order_id] = row
+                self.taken[row] += 1
+                self.used[row] = max(self.used[row], int(decisions.slot[i]))
+                self.points += int(decisions.points[i])
+                self.awarded += 1
+            elif isinstance(ev, Closed):
+                self.taken[self.region_of[ev.order_id]] -= 1
+                self.points -= int(decisions.points[i])
+                self.revoked += 1
+        for ev in events:
+            if isinstance(ev, Placed):
+                self.placers.add(ev.merchant_id if who_merchant else ev.agent_id)
+            if isinstance(ev, Placed | Closed):
+                last_ts = ev.ts
+        if last_ts is None:
+            return
+        filled = self.taken if self.campaign.releases else self.used
+        s = self.series
+        s.minutes.append((min(last_ts, self.campaign.ends_ms) - self.campaign.starts_ms) / _MINUTE)
+        s.sold_out.append(int(np.count_nonzero(filled >= self.slots)))
+        s.budget_used.append(self.points)
+        s.awarded.append(self.awarded)
+        s.revoked.append(self.revoked)
+
+
+def collect(engine: Engine, participants: int = 0, series: Series | None = None) -> ReviewData:
+    """Read a campaign's outcome from the engine's state.
+
+    `series` is the live series of a simulation; without it the series is rebuilt from the
+    claims' order times.
+    """
+    campaign = engine.campaign
+    claims = engine.claims()
+    balances = engine.balances()
+    counts = engine.outcome_counts()
+    stock = engine.stock()
+
+    by_state = Counter(c.state for c in claims)
+    regions_all: set[int] = set()
+    regions_held: set[int] = set()
+    regions_revoked: set[int] = set()
+    held: defaultdict[str, set[int]] = defaultdict(set)
+    earned: Counter[str] = Counter()
+    ever: set[str] = set()
+    points = points_revoked = 0
+    for c in claims:
+        regions_all.add(c.region)
+        ever.add(c.beneficiary)
+        if c.state == "revoked":
+            regions_revoked.add(c.region)
+            points_revoked += c.points
+        else:
+            regions_held.add(c.region)
+            held[c.beneficiary].add(c.region)
+            earned[c.beneficiary] += c.points
+            points += c.points
+
+    rewarded = {who for who, regions in held.items() if regions}
+    per_beneficiary = sorted((earned[who] for who in rewarded), reverse=True)
+    regions_per = Counter(len(regions) for regions in held.values())
+
+    prizes = []
+    for p in campaign.prizes:
+        left = stock.get(p.id, p.stock)
+        prizes.append(PrizeUse(
+            id=p.id, name=p.name, cost_points=p.cost_points,
+            holders_enough=sum(b.pending + b.confirmed >= p.cost_points
+                               for b in balances.values()),
+            available_enough=sum(b.available >= p.cost_points for b in balances.values()),
+            stock_left=left, redeemed_units=p.stock - left,
+        ))
+    redemptions = Counter(o.label for o in engine.redemptions().values())
+    return ReviewData(
+        campaign=campaign.id,
+        beneficiary=campaign.info.beneficiary,
+        participants=participants,
+        outcomes={o.label: n for o, n in sorted(counts.items()) if n},
+        claims=len(claims),
+        claims_revoked=by_state["revoked"],
+        claims_pending=by_state["pending"],
+        claims_confirmed=by_state["confirmed"],
+        points=points,
+        points_revoked=points_revoked,
+        points_redeemed=sum(b.redeemed for b in balances.values()),
+        budget_points=campaign.info.budget_points,
+        regions=len(campaign.regions),
+        regions_awarded=len(regions_all),
+        regions_revoked=len(regions_revoked),
+        regions_lost=len(regions_all - regions_held),
+        regions_sold_out=len(_sold_out(campaign, claims)),
+        rewarded=len(rewarded),
+        lost_all=len(ever - rewarded),
+        points_per_beneficiary=per_beneficiary,
+        regions_per_beneficiary=dict(sorted(regions_per.items())),
+        redemptions=dict(sorted(redemptions.items())),
+        prizes=prizes,
+        series=series if series is not None else claim_series(campaign, claims),
+    )
