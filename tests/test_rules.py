@@ -19,13 +19,21 @@ def outcomes(engine, events):
 
 # -- placed: the checks in order ---------------------------------------------------------------
 
+
 def test_awarded_claim_is_pending_until_completed(make_engine):
     e = make_engine(make_campaign(regions=((1, 20, ((10, 5), (20, 10))),)))
     d = e.apply([placed("o1")])
     assert d[0] == (Out.AWARDED, 1, 5)
     assert e.export_state()["claims"] == [
-        {"beneficiary": "a1", "order_id": "o1", "points": 5, "region": 1, "slot": 1,
-         "state": "pending"}]
+        {
+            "beneficiary": "a1",
+            "order_id": "o1",
+            "points": 5,
+            "region": 1,
+            "slot": 1,
+            "state": "pending",
+        }
+    ]
     assert e.balance("a1") == Balance(pending=5)
 
 
@@ -39,7 +47,9 @@ def test_settle_on_placed_confirms_at_once(make_engine):
 def test_duplicate_changes_nothing(make_engine):
     e = make_engine(make_campaign())
     assert outcomes(e, [placed("o1"), placed("o1", agent="a2", region=1)]) == [
-        Out.AWARDED, Out.DUPLICATE]
+        Out.AWARDED,
+        Out.DUPLICATE,
+    ]
     state = e.export_state()
     assert len(state["claims"]) == 1 and state["outcomes"] == {"awarded": 1, "duplicate": 1}
 
@@ -47,21 +57,34 @@ def test_duplicate_changes_nothing(make_engine):
 def test_duplicate_of_a_rejected_order(make_engine):
     e = make_engine(make_campaign())
     assert outcomes(e, [placed("o1", region=99), placed("o1", region=1)]) == [
-        Out.NO_REWARD_REGION, Out.DUPLICATE]
+        Out.NO_REWARD_REGION,
+        Out.DUPLICATE,
+    ]
 
 
 def test_tombstone_closes_an_order_placed_later(make_engine):
     e = make_engine(make_campaign())
     assert outcomes(e, [closed("o1"), placed("o1"), placed("o1"), closed("o1")]) == [
-        Out.TOMBSTONED, Out.CLOSED, Out.DUPLICATE, Out.UNCHANGED]
+        Out.TOMBSTONED,
+        Out.CLOSED,
+        Out.DUPLICATE,
+        Out.UNCHANGED,
+    ]
     assert e.export_state()["claims"] == []
     assert outcomes(e, [placed("o2")]) == [Out.AWARDED]  # the slot was never taken
 
 
 def test_window_is_half_open(make_engine):
     e = make_engine(make_campaign(regions=((1, 10, ((10, 1),)),)))
-    got = outcomes(e, [placed("a", ts=STARTS_MS - 1), placed("b", ts=STARTS_MS),
-                       placed("c", ts=ENDS_MS - 1), placed("d", ts=ENDS_MS)])
+    got = outcomes(
+        e,
+        [
+            placed("a", ts=STARTS_MS - 1),
+            placed("b", ts=STARTS_MS),
+            placed("c", ts=ENDS_MS - 1),
+            placed("d", ts=ENDS_MS),
+        ],
+    )
     assert got == [Out.OUTSIDE_WINDOW, Out.AWARDED, Out.AWARDED, Out.OUTSIDE_WINDOW]
 
 
@@ -78,38 +101,71 @@ def test_no_reward_region(make_engine):
 def test_min_paid_is_inclusive(make_engine):
     e = make_engine(make_campaign(regions=((1, 5, ((5, 1),)),), min_paid_cents=100))
     assert outcomes(e, [placed("a", paid=99), placed("b", paid=100)]) == [
-        Out.BELOW_MIN_PAID, Out.AWARDED]
+        Out.BELOW_MIN_PAID,
+        Out.AWARDED,
+    ]
 
 
 def test_beneficiary_cap_counts_non_revoked_claims(make_engine):
-    e = make_engine(make_campaign(regions=((1, 5, ((5, 1),)), (2, 5, ((5, 1),))),
-                                  max_claims_per_beneficiary=2))
-    got = outcomes(e, [placed("a", 1), placed("b", 2), placed("c", 1), closed("a"),
-                       placed("d", 2)])
+    e = make_engine(
+        make_campaign(regions=((1, 5, ((5, 1),)), (2, 5, ((5, 1),))), max_claims_per_beneficiary=2)
+    )
+    got = outcomes(e, [placed("a", 1), placed("b", 2), placed("c", 1), closed("a"), placed("d", 2)])
     assert got == [Out.AWARDED, Out.AWARDED, Out.BENEFICIARY_CAP, Out.REVOKED, Out.AWARDED]
 
 
 def test_beneficiary_region_cap(make_engine):
-    e = make_engine(make_campaign(regions=((1, 5, ((5, 1),)), (2, 5, ((5, 1),))),
-                                  max_claims_per_beneficiary_per_region=1))
-    got = outcomes(e, [placed("a", 1), placed("b", 1), placed("c", 2), placed("x", 1, agent="a2"),
-                       closed("a"), placed("d", 1)])
-    assert got == [Out.AWARDED, Out.BENEFICIARY_REGION_CAP, Out.AWARDED, Out.AWARDED, Out.REVOKED,
-                   Out.AWARDED]
+    e = make_engine(
+        make_campaign(
+            regions=((1, 5, ((5, 1),)), (2, 5, ((5, 1),))), max_claims_per_beneficiary_per_region=1
+        )
+    )
+    got = outcomes(
+        e,
+        [
+            placed("a", 1),
+            placed("b", 1),
+            placed("c", 2),
+            placed("x", 1, agent="a2"),
+            closed("a"),
+            placed("d", 1),
+        ],
+    )
+    assert got == [
+        Out.AWARDED,
+        Out.BENEFICIARY_REGION_CAP,
+        Out.AWARDED,
+        Out.AWARDED,
+        Out.REVOKED,
+        Out.AWARDED,
+    ]
 
 
 def test_campaign_cap_is_checked_before_region_cap(make_engine):
-    e = make_engine(make_campaign(regions=((1, 5, ((5, 1),)),), max_claims_per_beneficiary=1,
-                                  max_claims_per_beneficiary_per_region=1))
+    e = make_engine(
+        make_campaign(
+            regions=((1, 5, ((5, 1),)),),
+            max_claims_per_beneficiary=1,
+            max_claims_per_beneficiary_per_region=1,
+        )
+    )
     assert outcomes(e, [placed("a"), placed("b")]) == [Out.AWARDED, Out.BENEFICIARY_CAP]
 
 
 def test_merchant_beneficiary(make_engine):
-    e = make_engine(make_campaign(regions=((1, 5, ((5, 3),)),), beneficiary="merchant",
-                                  max_claims_per_beneficiary=1))
-    got = outcomes(e, [placed("a", agent="x", merchant="m7"),
-                       placed("b", agent="y", merchant="m7"),
-                       placed("c", agent="x", merchant="m8")])
+    e = make_engine(
+        make_campaign(
+            regions=((1, 5, ((5, 3),)),), beneficiary="merchant", max_claims_per_beneficiary=1
+        )
+    )
+    got = outcomes(
+        e,
+        [
+            placed("a", agent="x", merchant="m7"),
+            placed("b", agent="y", merchant="m7"),
+            placed("c", agent="x", merchant="m8"),
+        ],
+    )
     assert got == [Out.AWARDED, Out.BENEFICIARY_CAP, Out.AWARDED]
     assert set(e.export_state()["balances"]) == {"m7", "m8"}
 
@@ -117,16 +173,25 @@ def test_merchant_beneficiary(make_engine):
 def test_slots_in_order_then_sold_out(make_engine):
     e = make_engine(make_campaign(regions=((1, 3, ((2, 5), (3, 9))),)))
     d = e.apply([placed(f"o{i}", agent=f"a{i}") for i in range(4)])
-    assert [d[i] for i in range(4)] == [(Out.AWARDED, 1, 5), (Out.AWARDED, 2, 5), (Out.AWARDED, 3, 9),
-                                        (Out.SOLD_OUT, 0, 0)]
+    assert [d[i] for i in range(4)] == [
+        (Out.AWARDED, 1, 5),
+        (Out.AWARDED, 2, 5),
+        (Out.AWARDED, 3, 9),
+        (Out.SOLD_OUT, 0, 0),
+    ]
 
 
 def test_release_reawards_the_smallest_released_slot(make_engine):
     e = make_engine(make_campaign(regions=((1, 3, ((1, 5), (3, 9))),), on_close="release"))
     e.apply([placed(f"o{i}", agent=f"a{i}") for i in range(1, 4)])
     d = e.apply([closed("o3"), closed("o1"), placed("n1"), placed("n2"), placed("n3")])
-    assert [d[i] for i in range(5)] == [(Out.REVOKED, 3, 9), (Out.REVOKED, 1, 5), (Out.AWARDED, 1, 5),
-                                        (Out.AWARDED, 3, 9), (Out.SOLD_OUT, 0, 0)]
+    assert [d[i] for i in range(5)] == [
+        (Out.REVOKED, 3, 9),
+        (Out.REVOKED, 1, 5),
+        (Out.AWARDED, 1, 5),
+        (Out.AWARDED, 3, 9),
+        (Out.SOLD_OUT, 0, 0),
+    ]
     status = e.region_status(1)
     assert (status.slots, status.taken, status.remaining) == (3, 3, 0)
 
@@ -134,7 +199,11 @@ def test_release_reawards_the_smallest_released_slot(make_engine):
 def test_forfeit_loses_the_slot(make_engine):
     e = make_engine(make_campaign(regions=((1, 2, ((2, 5),)),), on_close="forfeit"))
     assert outcomes(e, [placed("o1"), closed("o1"), placed("o2"), placed("o3")]) == [
-        Out.AWARDED, Out.REVOKED, Out.AWARDED, Out.SOLD_OUT]
+        Out.AWARDED,
+        Out.REVOKED,
+        Out.AWARDED,
+        Out.SOLD_OUT,
+    ]
     status = e.region_status(1)
     assert (status.taken, status.remaining) == (1, 0)
     assert e.region_status(12345) is None
@@ -145,28 +214,38 @@ def test_budget_exhausted_does_not_consume_the_slot(make_engine):
     d = e.apply([placed("o1"), placed("o2"), closed("o1"), placed("o3"), placed("o4")])
     # o2 would take slot 2 (20 points): 10 + 20 > 25. Once o1 is revoked the budget holds
     # 0; o3 gets the released slot 1 (10), o4 slot 2 (20) would make 30 > 25.
-    assert [d[i] for i in range(5)] == [(Out.AWARDED, 1, 10), (Out.BUDGET_EXHAUSTED, 0, 0),
-                                        (Out.REVOKED, 1, 10), (Out.AWARDED, 1, 10),
-                                        (Out.BUDGET_EXHAUSTED, 0, 0)]
+    assert [d[i] for i in range(5)] == [
+        (Out.AWARDED, 1, 10),
+        (Out.BUDGET_EXHAUSTED, 0, 0),
+        (Out.REVOKED, 1, 10),
+        (Out.AWARDED, 1, 10),
+        (Out.BUDGET_EXHAUSTED, 0, 0),
+    ]
     assert e.region_status(1).remaining == 4
 
 
 def test_budget_exhausted_slot_is_offered_again(make_engine):
-    e = make_engine(make_campaign(regions=((1, 5, ((1, 10), (5, 20))),), budget_points=30,
-                                  on_close="forfeit"))
+    e = make_engine(
+        make_campaign(regions=((1, 5, ((1, 10), (5, 20))),), budget_points=30, on_close="forfeit")
+    )
     d = e.apply([placed("o1"), placed("o2"), placed("o3"), closed("o2"), placed("o4")])
-    assert [d[i] for i in range(5)] == [(Out.AWARDED, 1, 10), (Out.AWARDED, 2, 20),
-                                        (Out.BUDGET_EXHAUSTED, 0, 0), (Out.REVOKED, 2, 20),
-                                        (Out.AWARDED, 3, 20)]
+    assert [d[i] for i in range(5)] == [
+        (Out.AWARDED, 1, 10),
+        (Out.AWARDED, 2, 20),
+        (Out.BUDGET_EXHAUSTED, 0, 0),
+        (Out.REVOKED, 2, 20),
+        (Out.AWARDED, 3, 20),
+    ]
 
 
 # -- closed and completed --------------------------------------------------------------------
 
+
 def test_close_revokes_and_takes_points_back(make_engine):
     e = make_engine(make_campaign())
-    assert outcomes(e, [placed("o1"), completed("o1"), closed("o1"), closed("o1"),
-                        completed("o1")]) == [Out.AWARDED, Out.CONFIRMED, Out.REVOKED, Out.UNCHANGED,
-                                              Out.UNCHANGED]
+    assert outcomes(
+        e, [placed("o1"), completed("o1"), closed("o1"), closed("o1"), completed("o1")]
+    ) == [Out.AWARDED, Out.CONFIRMED, Out.REVOKED, Out.UNCHANGED, Out.UNCHANGED]
     state = e.export_state()
     assert state["claims"][0]["state"] == "revoked"
     assert state["balances"] == {}
@@ -175,17 +254,19 @@ def test_close_revokes_and_takes_points_back(make_engine):
 
 def test_close_or_complete_of_unawarded_order_changes_nothing(make_engine):
     e = make_engine(make_campaign())
-    assert outcomes(e, [placed("o1", region=5), closed("o1"), completed("o1"),
-                        completed("never")]) == [Out.NO_REWARD_REGION, Out.UNCHANGED, Out.UNCHANGED,
-                                                 Out.UNCHANGED]
+    assert outcomes(
+        e, [placed("o1", region=5), closed("o1"), completed("o1"), completed("never")]
+    ) == [Out.NO_REWARD_REGION, Out.UNCHANGED, Out.UNCHANGED, Out.UNCHANGED]
     assert outcomes(e, [placed("never")]) == [Out.AWARDED]  # completed leaves no tombstone
 
 
 # -- redemptions -----------------------------------------------------------------------------
 
+
 def test_redeem_outcomes(make_engine):
-    e = make_engine(make_campaign(regions=((1, 5, ((5, 10),)),),
-                                  prizes=(("mug", 10, 1), ("bag", 15, 5))))
+    e = make_engine(
+        make_campaign(regions=((1, 5, ((5, 10),)),), prizes=(("mug", 10, 1), ("bag", 15, 5)))
+    )
     e.apply([placed("o1"), placed("o2")])
     assert e.redeem("r0", "a1", "mug") == Out.INSUFFICIENT_POINTS  # pending points don't count
     e.apply([completed("o1"), completed("o2")])
@@ -198,13 +279,19 @@ def test_redeem_outcomes(make_engine):
     assert e.balance("a1").available == 10
     assert e.stock() == {"mug": 0, "bag": 5}
     assert e.export_state()["redemptions"] == {
-        "r0": "insufficient_points", "r1": "unknown_prize", "r2": "insufficient_points",
-        "r3": "redeemed", "r4": "out_of_stock", "r5": "insufficient_points"}
+        "r0": "insufficient_points",
+        "r1": "unknown_prize",
+        "r2": "insufficient_points",
+        "r3": "redeemed",
+        "r4": "out_of_stock",
+        "r5": "insufficient_points",
+    }
 
 
 def test_redeem_is_idempotent_by_id(make_engine):
-    e = make_engine(make_campaign(regions=((1, 5, ((5, 10),)),), settle_on="placed",
-                                  prizes=(("mug", 10, 5),)))
+    e = make_engine(
+        make_campaign(regions=((1, 5, ((5, 10),)),), settle_on="placed", prizes=(("mug", 10, 5),))
+    )
     assert e.redeem("r1", "a1", "mug") == Out.INSUFFICIENT_POINTS
     e.apply([placed("o1"), placed("o2")])
     assert e.redeem("r1", "a1", "mug") == Out.INSUFFICIENT_POINTS  # the first outcome stands
@@ -218,6 +305,7 @@ def test_redeem_is_idempotent_by_id(make_engine):
 
 # -- exported state --------------------------------------------------------------------------
 
+
 def test_export_state_shape_and_order(make_engine):
     e = make_engine(make_campaign(regions=((1, 1, ((1, 5),)), (2, 2, ((2, 7),)))))
     e.apply([placed("z9", 2, agent="b"), placed("a1", 1), placed("m5", 1), completed("z9")])
@@ -227,16 +315,19 @@ def test_export_state_shape_and_order(make_engine):
     state = orjson.loads(data)
     assert list(state) == ["balances", "claims", "outcomes", "redemptions"]
     assert [c["order_id"] for c in state["claims"]] == ["a1", "z9"]
-    assert state["balances"] == {"a1": {"confirmed": 0, "pending": 5, "redeemed": 0},
-                                 "b": {"confirmed": 7, "pending": 0, "redeemed": 0}}
+    assert state["balances"] == {
+        "a1": {"confirmed": 0, "pending": 5, "redeemed": 0},
+        "b": {"confirmed": 7, "pending": 0, "redeemed": 0},
+    }
     assert state["outcomes"] == {"awarded": 2, "sold_out": 1}
     assert state["redemptions"] == {"r1": "insufficient_points"}
 
 
 def test_winners_and_claims_of(make_engine):
     e = make_engine(make_campaign(regions=((1, 3, ((3, 5),)),)))
-    e.apply([placed("o1", agent="x"), placed("o2", agent="y"), placed("o3", agent="x"),
-             closed("o2")])
+    e.apply(
+        [placed("o1", agent="x"), placed("o2", agent="y"), placed("o3", agent="x"), closed("o2")]
+    )
     assert [(c.order_id, c.slot) for c in e.winners(1)] == [("o1", 1), ("o3", 3)]
     assert [c.order_id for c in e.claims_of("x")] == ["o1", "o3"]
 

@@ -58,16 +58,15 @@ class MemoryEngine(Engine):
     # -- views ------------------------------------------------------------------------------
     def claims(self) -> list[Claim]:
         orders, regions, slots, points, who, states, ts = self.core.claim_rows()
-        return [
-            Claim(o, int(r), int(s), int(p), w, st, int(t))
-            for o, r, s, p, w, st, t in zip(orders, regions.tolist(), slots.tolist(), strict=True,
-                                            points.tolist(), who, states, ts.tolist())
-        ]
+        columns = (orders, regions.tolist(), slots.tolist(), points.tolist(), who, states,
+                   ts.tolist())
+        return [Claim(*row) for row in zip(*columns, strict=True)]
 
     def balances(self) -> dict[str, Balance]:
         names, pending, confirmed, redeemed = self.core.balance_rows()
         out = {}
-        for name, p, c, r in zip(names, pending.tolist(), confirmed.tolist(), redeemed.tolist(), strict=True):
+        columns = (names, pending.tolist(), confirmed.tolist(), redeemed.tolist())
+        for name, p, c, r in zip(*columns, strict=True):
             if p or c or r:
                 out[name] = Balance(p, c, r)
         return out
