@@ -29,7 +29,9 @@ from .traffic import TrafficShape, generate
 DEFAULT_BACKEND = "memory://"
 
 #: Modules that add subcommands: each defines `register(subparsers)`.
-_COMMAND_MODULES: tuple[str, ...] = ()
+_COMMAND_MODULES: tuple[str, ...] = (
+    "rewardcore.review.commands",
+)
 
 
 class ReplayReport:

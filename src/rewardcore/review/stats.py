@@ -169,7 +169,9 @@ class Tracker:
         self.awarded = 0
         self.revoked = 0
         self.placers: set[str] = set()
-        self.series = Series(source="live")
+        # The series starts empty at the window's opening, before the first batch.
+        self.series = Series(source="live", minutes=[0.0], sold_out=[0], budget_used=[0],
+                             awarded=[0], revoked=[0])
 
     def add(self, events: Sequence[Event], decisions: Decisions) -> None:
         """Account for one applied batch and add a point to the series."""
