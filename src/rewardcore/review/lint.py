@@ -294,7 +294,8 @@ def _check_prizes(c: Campaign, f: Facts, cfg: LintConfig, out: list[Finding]) ->
     if idle:
         out.append(Finding(
             "info", "prize-stock-idle",
-            f"all {_n(f.payable_points)} points the campaign can pay buy at most: " + "; ".join(
+            f"all {_n(f.payable_points)} points the campaign can pay, spent on one prize, "
+            "buy at most: " + "; ".join(
                 f"{p.max_units:,} of {p.id} (stock {p.stock:,})" for p in idle),
             data={p.id: {"stock": p.stock, "max_units": p.max_units} for p in idle}))
 
