@@ -11,7 +11,9 @@ State layout (all numpy arrays, so it can be snapshotted):
   regions      code -> row (rc_int table); per row: slots, used, taken, released-slot heap
   beneficiaries fingerprint -> index (verified against the stored name); per index: held
                claims, pending, confirmed, redeemed points
-  pairs        (beneficiary, row) -> held claims + 1, only when the per-region cap is set
+  pairs        (beneficiary, row) -> held claims + 1, only when the per-region cap is set;
+               the bucket is a hash of (beneficiary fingerprint, row) so pass one can
+               compute it and pass two can prefetch it; the key is exact
   claims       per claim: row, slot, points, beneficiary, state, ts; order ids in a list
 """
 
@@ -32,7 +34,12 @@ cdef extern from "rc_tables.h":
     void rc_hash_bytes(const void *data, size_t n, uint32_t kind, uint64_t *lo, uint32_t *hi) nogil
     uint64_t rc_fp_probe(const rc_fpslot *t, uint64_t mask, uint64_t fp, uint32_t fp2) nogil
     uint64_t rc_int_probe(const int64_t *keys, const int32_t *vals, uint64_t mask, int64_t key) nogil
+    uint64_t rc_keyed_probe(const rc_fpslot *t, uint64_t mask, uint64_t h, uint64_t key) nogil
+    uint64_t rc_pair_hash(uint64_t who_fp, int64_t row) nogil
     void rc_prefetch(const void *p) nogil
+
+cdef extern from "rc_pyint.h":
+    int rc_long_value(PyObject *v, long long *out) except -1
 
 cdef extern from "Python.h":
     ctypedef struct PyMemberDef:
@@ -79,6 +86,8 @@ OUTCOME_CODES = {
     "CONFIRMED": CONFIRMED, "UNCHANGED": UNCHANGED,
 }
 
+DEF PREFETCH_AHEAD = 12
+
 # Order table values.
 cdef enum:
     ORDER_PLACED = -1
@@ -103,6 +112,8 @@ ctypedef struct Rec:
     uint64_t fp
     uint32_t fp2
     int64_t region
+    Py_ssize_t row      # the region's row, -1 when it is not a reward region
+    uint64_t pair_hash  # bucket hash in the pairs table, when the per-region cap is set
     int64_t paid
     int64_t ts
     PyObject *order
@@ -138,20 +149,24 @@ cdef inline PyObject *_field(PyObject *ev, Py_ssize_t off) noexcept:
     return (<PyObject **> ((<char *> ev) + off))[0]
 
 
-cdef int _str_field(PyObject *v, str name, Py_ssize_t i) except -1:
+cdef int _bad_field(PyObject *v, Py_ssize_t i, const char *name, const char *want) except -1:
+    """The cold path of pass one: say which event and field, and what was wrong."""
+    field = name.decode()
+    if want.decode() == "an int" and v != NULL and isinstance(<object> v, int):
+        raise OverflowError(f"event {i}: field {field!r} does not fit in int64")
+    raise TypeError(f"event {i}: field {field!r} must be {want.decode()}")
+
+
+cdef inline int _str_field(PyObject *v, Py_ssize_t i, const char *name) except -1:
     if v == NULL or not PyUnicode_CheckExact(v):
-        raise TypeError(f"event {i}: field {name!r} must be a str")
+        _bad_field(v, i, name, b"a str")
     return 0
 
 
-cdef int64_t _int_field(PyObject *v, str name, Py_ssize_t i) except? -1:
-    cdef int overflow = 0
-    cdef long long x
-    if v == NULL or not PyLong_CheckExact(v):
-        raise TypeError(f"event {i}: field {name!r} must be an int")
-    x = PyLong_AsLongLongAndOverflow(v, &overflow)
-    if overflow:
-        raise OverflowError(f"event {i}: field {name!r} does not fit in int64")
+cdef inline int64_t _int_field(PyObject *v, Py_ssize_t i, const char *name) except? -1:
+    cdef long long x = 0
+    if v == NULL or not PyLong_CheckExact(v) or rc_long_value(v, &x) == 1:
+        _bad_field(v, i, name, b"an int")
     return x
 
 
@@ -215,9 +230,8 @@ cdef class MemoryCore:
     cdef Py_ssize_t n_bene
     cdef list names
     # (beneficiary, region) -> held + 1
-    cdef public cnp.ndarray a_pkeys, a_pvals
-    cdef int64_t *pkeys
-    cdef int32_t *pvals
+    cdef public cnp.ndarray a_pairs
+    cdef rc_fpslot *pairs
     cdef uint64_t pmask
     cdef Py_ssize_t n_pairs
     # claims
@@ -305,8 +319,7 @@ cdef class MemoryCore:
         self.a_redeemed = np.zeros(256, np.int64)
         self.n_bene = 0
         self.names = []
-        self.a_pkeys = np.zeros(1024, np.int64)
-        self.a_pvals = np.zeros(1024, np.int32)
+        self.a_pairs = np.zeros((1024, 2), np.uint64)
         self.n_pairs = 0
         self._new_claim_arrays(1024)
         self.n_claims = 0
@@ -341,9 +354,8 @@ cdef class MemoryCore:
         self.pending = <int64_t *> self.a_pending.data
         self.confirmed = <int64_t *> self.a_confirmed.data
         self.redeemed = <int64_t *> self.a_redeemed.data
-        self.pkeys = <int64_t *> self.a_pkeys.data
-        self.pvals = <int32_t *> self.a_pvals.data
-        self.pmask = self.a_pkeys.shape[0] - 1
+        self.pairs = <rc_fpslot *> self.a_pairs.data
+        self.pmask = self.a_pairs.shape[0] - 1
         self.c_row = <int32_t *> self.a_c_row.data
         self.c_slot = <int32_t *> self.a_c_slot.data
         self.c_points = <int32_t *> self.a_c_points.data
@@ -386,20 +398,22 @@ cdef class MemoryCore:
                 dst[rc_fp_probe(dst, mask, src[i].fp, src[i].fp2)] = src[i]
 
     def _grow_pairs(self):
-        oldk, oldv = self.a_pkeys, self.a_pvals
-        cap = oldk.shape[0] * 2
-        self.a_pkeys = np.zeros(cap, np.int64)
-        self.a_pvals = np.zeros(cap, np.int32)
+        old = self.a_pairs
+        self.a_pairs = np.zeros((old.shape[0] * 2, 2), np.uint64)
         self._bind_state()
-        cdef int64_t *k = <int64_t *> (<cnp.ndarray> oldk).data
-        cdef int32_t *v = <int32_t *> (<cnp.ndarray> oldv).data
+        cdef rc_fpslot *src = <rc_fpslot *> (<cnp.ndarray> old).data
         cdef Py_ssize_t i
-        cdef uint64_t j
-        for i in range(oldk.shape[0]):
-            if v[i] != 0:
-                j = rc_int_probe(self.pkeys, self.pvals, self.pmask, k[i])
-                self.pkeys[j] = k[i]
-                self.pvals[j] = v[i]
+        for i in range(old.shape[0]):
+            if src[i].val != 0:
+                h = self._pair_hash_of(src[i].fp >> 32, src[i].fp & 0xFFFFFFFF)
+                self.pairs[rc_keyed_probe(self.pairs, self.pmask, h, src[i].fp)] = src[i]
+
+    cdef uint64_t _pair_hash_of(self, Py_ssize_t b, Py_ssize_t row):
+        """The pair bucket hash from an interned beneficiary (off the hot path)."""
+        cdef uint64_t fp
+        cdef uint32_t fp2
+        _hash_str(<PyObject *> self.names[b], &fp, &fp2)
+        return rc_pair_hash(fp, row)
 
     def _grow_claims(self):
         n = self.a_c_row.shape[0] * 2
@@ -443,8 +457,8 @@ cdef class MemoryCore:
         self.n_bene += 1
         return b
 
-    cdef inline uint64_t _pair_slot(self, Py_ssize_t b, Py_ssize_t row) noexcept:
-        return rc_int_probe(self.pkeys, self.pvals, self.pmask, ((<int64_t> b) << 32) | row)
+    cdef inline uint64_t _pair_slot(self, Py_ssize_t b, Py_ssize_t row, uint64_t h) noexcept:
+        return rc_keyed_probe(self.pairs, self.pmask, h, ((<uint64_t> b) << 32) | <uint64_t> row)
 
     cdef void _heap_push(self, Py_ssize_t row, int32_t slot) noexcept:
         cdef int32_t *h = self.heap + self.heap_off[row]
@@ -486,6 +500,7 @@ cdef class MemoryCore:
         cdef PyObject *ev
         cdef PyTypeObject *t
         cdef Rec *r
+        cdef bint caps = self.cap or self.region_cap
         if self.a_recs.shape[0] < n * <Py_ssize_t> sizeof(Rec):
             self.a_recs = np.zeros(max(n, 1024) * sizeof(Rec), np.uint8)
             self.recs = <Rec *> self.a_recs.data
@@ -497,29 +512,28 @@ cdef class MemoryCore:
             if t == T_PLACED:
                 r.kind = K_PLACED
                 r.order = _field(ev, OFF_P_ORDER)
-                _str_field(r.order, "order_id", i)
-                _str_field(_field(ev, OFF_P_AGENT), "agent_id", i)
-                _str_field(_field(ev, OFF_P_MERCHANT), "merchant_id", i)
+                _str_field(r.order, i, "order_id")
+                _str_field(_field(ev, OFF_P_AGENT), i, "agent_id")
+                _str_field(_field(ev, OFF_P_MERCHANT), i, "merchant_id")
                 r.who = _field(ev, OFF_P_MERCHANT if self.pays_merchant else OFF_P_AGENT)
-                if self.cap or self.region_cap:
+                if caps:
                     _hash_str(r.who, &r.wfp, &r.wfp2)
-                    rc_prefetch(&self.btab[r.wfp & self.bmask])
-                r.region = _int_field(_field(ev, OFF_P_REGION), "region", i)
-                r.paid = _int_field(_field(ev, OFF_P_PAID), "paid_cents", i)
-                r.ts = _int_field(_field(ev, OFF_P_TS), "ts", i)
+                r.region = _int_field(_field(ev, OFF_P_REGION), i, "region")
+                r.paid = _int_field(_field(ev, OFF_P_PAID), i, "paid_cents")
+                r.ts = _int_field(_field(ev, OFF_P_TS), i, "ts")
+                r.row = self._region_row(r.region)
+                if self.region_cap and r.row >= 0:
+                    r.pair_hash = rc_pair_hash(r.wfp, r.row)
             elif t == T_CLOSED or t == T_COMPLETED:
                 r.kind = K_CLOSED if t == T_CLOSED else K_COMPLETED
                 r.order = _field(ev, OFF_C_ORDER if t == T_CLOSED else OFF_D_ORDER)
-                _str_field(r.order, "order_id", i)
+                _str_field(r.order, i, "order_id")
             elif t == T_REDEEM:
                 r.kind = K_REDEEM
                 continue
             else:
                 raise TypeError(f"event {i} of the batch is not an event: {(<object> ev).__class__.__name__}")
             _hash_str(r.order, &r.fp, &r.fp2)
-            # The order table outgrows the caches at peak size; fetching each event's bucket
-            # now lets pass two find it in cache instead of waiting on memory per event.
-            rc_prefetch(&self.orders[r.fp & self.omask])
         return 0
 
     def apply(self, list events):
@@ -534,9 +548,21 @@ cdef class MemoryCore:
         cdef int32_t *out_points = <int32_t *> (<cnp.ndarray> points_arr).data
         cdef Py_ssize_t i
         cdef Rec *r
+        cdef Rec *ahead
         cdef int o
+        cdef bint caps = self.cap or self.region_cap
         for i in range(n):
             r = &self.recs[i]
+            # The order table outgrows the caches at peak size: ask for the bucket of an event
+            # PREFETCH_AHEAD places on, so its memory latency overlaps this event's work.
+            if i + PREFETCH_AHEAD < n:
+                ahead = &self.recs[i + PREFETCH_AHEAD]
+                if ahead.kind != K_REDEEM:
+                    rc_prefetch(&self.orders[ahead.fp & self.omask])
+                    if caps and ahead.kind == K_PLACED:
+                        rc_prefetch(&self.btab[ahead.wfp & self.bmask])
+                        if self.region_cap:
+                            rc_prefetch(&self.pairs[ahead.pair_hash & self.pmask])
             if r.kind == K_PLACED:
                 o = self._placed(r, &out_slot[i], &out_points[i])
                 self.outcome_counts[o] += 1
@@ -566,7 +592,7 @@ cdef class MemoryCore:
             return CLOSED
         if r.ts < self.starts or r.ts >= self.ends:
             return OUTSIDE_WINDOW
-        cdef Py_ssize_t row = self._region_row(r.region)
+        cdef Py_ssize_t row = r.row
         if row < 0:
             return NO_REWARD_REGION
         if r.paid < self.min_paid:
@@ -579,8 +605,8 @@ cdef class MemoryCore:
             if self.cap and b >= 0 and self.held[b] >= self.cap:
                 return BENEFICIARY_CAP
             if self.region_cap and b >= 0:
-                pi = self._pair_slot(b, row)
-                if self.pvals[pi] != 0 and self.pvals[pi] - 1 >= self.region_cap:
+                pi = self._pair_slot(b, row, r.pair_hash)
+                if self.pairs[pi].val != 0 and self.pairs[pi].val - 1 >= self.region_cap:
                     return BENEFICIARY_REGION_CAP
 
         cdef int32_t slot
@@ -620,12 +646,12 @@ cdef class MemoryCore:
         if self.region_cap:
             if (self.n_pairs + 1) * 4 > <Py_ssize_t> (self.pmask + 1) * 3:
                 self._grow_pairs()
-            pi = self._pair_slot(b, row)
-            if self.pvals[pi] == 0:
-                self.pkeys[pi] = ((<int64_t> b) << 32) | row
-                self.pvals[pi] = 1
+            pi = self._pair_slot(b, row, r.pair_hash)
+            if self.pairs[pi].val == 0:
+                self.pairs[pi].fp = ((<uint64_t> b) << 32) | <uint64_t> row
+                self.pairs[pi].val = 1
                 self.n_pairs += 1
-            self.pvals[pi] += 1
+            self.pairs[pi].val += 1
         if self.settle_placed:
             self.c_state[c] = CONFIRMED_STATE
             self.confirmed[b] += points
@@ -667,7 +693,7 @@ cdef class MemoryCore:
         self.held[b] -= 1
         self.taken[row] -= 1
         if self.region_cap:
-            self.pvals[self._pair_slot(b, row)] -= 1
+            self.pairs[self._pair_slot(b, row, self._pair_hash_of(b, row))].val -= 1
         if self.releases:
             self._heap_push(row, self.c_slot[c])
         out_slot[0] = self.c_slot[c]
@@ -776,7 +802,7 @@ cdef class MemoryCore:
 
     # -- snapshots (durable mode) ------------------------------------------------------------
     _ARRAYS = ("a_used", "a_taken", "a_heap_len", "a_heap_off", "a_heap", "a_orders", "a_btab",
-               "a_held", "a_pending", "a_confirmed", "a_redeemed", "a_pkeys", "a_pvals",
+               "a_held", "a_pending", "a_confirmed", "a_redeemed", "a_pairs",
                "a_c_row", "a_c_slot", "a_c_points", "a_c_bene", "a_c_state", "a_c_ts",
                "a_stock")
 

@@ -45,8 +45,17 @@ static inline void rc_hash_bytes(const void *data, size_t n, uint32_t kind,
         s += 8; n -= 8;
     }
     if (n) {
+        /* the tail, byte by byte: a variable-length memcpy would be a libc call */
         w = 0;
-        memcpy(&w, s, n);
+        switch (n) {
+        case 7: w |= (uint64_t)s[6] << 48; /* fall through */
+        case 6: w |= (uint64_t)s[5] << 40; /* fall through */
+        case 5: w |= (uint64_t)s[4] << 32; /* fall through */
+        case 4: w |= (uint64_t)s[3] << 24; /* fall through */
+        case 3: w |= (uint64_t)s[2] << 16; /* fall through */
+        case 2: w |= (uint64_t)s[1] << 8;  /* fall through */
+        case 1: w |= (uint64_t)s[0];
+        }
         a = rc_mum(a ^ w, 0xA0761D6478BD642FULL);
         b = rc_mum(b + w, 0xE7037ED1A0B428DBULL);
     }
@@ -63,6 +72,18 @@ static inline uint64_t rc_fp_probe(const rc_fpslot *t, uint64_t mask, uint64_t f
     uint64_t i = fp & mask;
     while (t[i].val != 0 && (t[i].fp != fp || t[i].fp2 != fp2)) i = (i + 1) & mask;
     return i;
+}
+
+/* Exact-keyed fingerprint-slot table whose bucket comes from a separate hash `h`, so the
+ * bucket can be computed (and prefetched) before the key is known. */
+static inline uint64_t rc_keyed_probe(const rc_fpslot *t, uint64_t mask, uint64_t h, uint64_t key) {
+    uint64_t i = h & mask;
+    while (t[i].val != 0 && t[i].fp != key) i = (i + 1) & mask;
+    return i;
+}
+
+static inline uint64_t rc_pair_hash(uint64_t who_fp, int64_t row) {
+    return rc_fmix64(who_fp ^ ((uint64_t)(row + 1) * 0x9E3779B97F4A7C15ULL));
 }
 
 /* Integer-keyed table (region codes, beneficiary x region pairs): keys[i] with vals[i] != 0. */
