@@ -169,12 +169,12 @@ def max_beneficiary_points(campaign: Campaign) -> tuple[int, str]:
                 break
     limit = "slots"
     total = 0
-    room = info.max_claims_per_beneficiary or math.inf
+    left = info.max_claims_per_beneficiary or sum(best.values())
     for points in sorted(best, reverse=True):
-        take = min(best[points], room)
-        total += points * int(take)
-        room -= take
-        if room <= 0:
+        take = min(best[points], left)
+        total += points * take
+        left -= take
+        if left <= 0:
             break
     if total < uncapped:
         limit = "caps"

@@ -178,7 +178,8 @@ class Tracker:
         who_merchant = self.campaign.pays_merchant
         outcome = decisions.outcome
         last_ts = None
-        for i in np.flatnonzero((outcome == Outcome.AWARDED) | (outcome == Outcome.REVOKED)):
+        changed = (outcome == Outcome.AWARDED) | (outcome == Outcome.REVOKED)
+        for i in np.flatnonzero(changed).tolist():
             ev = events[i]
             if isinstance(ev, Placed):
                 row = self.row[ev.region]
