@@ -31,6 +31,8 @@ DEFAULT_BACKEND = "memory://"
 #: Modules that add subcommands: each defines `register(subparsers)`.
 _COMMAND_MODULES: tuple[str, ...] = (
     "rewardcore.review.commands",
+    "rewardcore.daemon.cli",
+    "rewardcore.benchmark",
 )
 
 
