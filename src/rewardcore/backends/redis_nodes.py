@@ -1,0 +1,249 @@
+"""Pipelined script calls to one Redis or to the masters of a Redis Cluster.
+
+The engine hands over a list of script calls (script name, keys, args); every call's keys
+share one hash tag, so each call goes to one node. Calls are grouped per node, written to
+every node first and read back after, so a batch costs one round trip per node whatever
+its size. Scripts are loaded on each node when the client opens (SCRIPT LOAD) and called by
+EVALSHA; a NOSCRIPT reply (script cache flushed, node restarted) loads them again and
+re-sends only the calls that were refused, which Redis did not run. MOVED/ASK (a slot moved)
+refreshes the slot map and re-sends likewise. Any other failure surfaces as BackendError
+naming the node and the script; the engine's scripts are idempotent, so the caller may
+simply apply the batch again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
+from redis.exceptions import (
+    AskError,
+    MovedError,
+    NoScriptError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
+from redis.retry import Retry
+
+from ..errors import BackendError
+
+SCRIPT_NAMES = ("mark_orders", "decide_claims", "grant_capacity", "settle_claims",
+                "redeem_points")
+
+
+def load_scripts() -> dict[str, tuple[str, str]]:
+    """Script name -> (source, sha1), read from the package's lua/ directory."""
+    out = {}
+    for name in SCRIPT_NAMES:
+        source = resources.files("rewardcore").joinpath("lua", f"{name}.lua").read_text("utf-8")
+        out[name] = (source, hashlib.sha1(source.encode("utf-8")).hexdigest())
+    return out
+
+
+_SCRIPTS = load_scripts()
+
+# (script name, keys, args): one EVALSHA
+Call = tuple[str, Sequence[str], Sequence[Any]]
+
+
+class _Node:
+    """One Redis server (a standalone one, or a cluster master) and its connection pool."""
+
+    def __init__(self, name: str, pool: redis.ConnectionPool) -> None:
+        self.name = name
+        self.pool = pool
+
+    def load(self) -> None:
+        client = redis.Redis(connection_pool=self.pool)
+        for name, (source, sha) in _SCRIPTS.items():
+            got = client.script_load(source)
+            if got != sha:  # pragma: no cover - would mean a different SHA1
+                raise BackendError(f"redis {self.name}: SCRIPT LOAD of {name} gave {got}, "
+                                   f"expected {sha}")
+
+
+def _evalsha(call: Call) -> tuple[Any, ...]:
+    name, keys, args = call
+    return ("EVALSHA", _SCRIPTS[name][1], len(keys), *keys, *args)
+
+
+class Nodes:
+    """The servers behind one backend URL: `run(calls)` runs script calls, pipelined."""
+
+    def __init__(self, url: str, cluster: bool) -> None:
+        self.url = url
+        self.cluster = cluster
+        # No silent retries: a command re-sent after a timeout might run twice. The scripts
+        # make that harmless, but the caller should see the failure and decide.
+        opts: dict[str, Any] = {"decode_responses": True, "retry": Retry(NoBackoff(), 0)}
+        try:
+            if cluster:
+                self._rc: RedisCluster | None = RedisCluster.from_url(
+                    url.replace("redis+cluster://", "redis://", 1)
+                    .replace("rediss+cluster://", "rediss://", 1), **opts)
+                self._nodes: dict[str, _Node] = {}
+                self._slot_node: dict[int, _Node] = {}
+            else:
+                self._rc = None
+                client = redis.Redis.from_url(url, **opts)
+                self._single = _Node(_safe_url(url), client.connection_pool)
+            for node in self.all_nodes():
+                node.load()
+        except RedisError as exc:
+            raise BackendError(f"redis {_safe_url(url)}: cannot connect and load scripts: "
+                               f"{exc}") from exc
+
+    # -- topology -------------------------------------------------------------------------
+    def all_nodes(self) -> list[_Node]:
+        if self._rc is None:
+            return [self._single]
+        out = []
+        for cn in self._rc.get_primaries():
+            out.append(self._node_for(cn))
+        return out
+
+    def _node_for(self, cn: Any) -> _Node:
+        assert self._rc is not None
+        node = self._nodes.get(cn.name)
+        if node is None:
+            conn = self._rc.get_redis_connection(cn)
+            node = _Node(cn.name, conn.connection_pool)
+            self._nodes[cn.name] = node
+        return node
+
+    def node_of(self, key: str) -> _Node:
+        """The node that holds `key` (all keys of one call share its hash tag)."""
+        if self._rc is None:
+            return self._single
+        slot = key_slot(key.encode("utf-8"))
+        node = self._slot_node.get(slot)
+        if node is None:
+            node = self._node_for(self._rc.nodes_manager.get_node_from_slot(slot))
+            self._slot_node[slot] = node
+        return node
+
+    def refresh(self) -> None:
+        if self._rc is not None:
+            self._rc.nodes_manager.initialize()
+            self._slot_node.clear()
+            self._nodes.clear()
+
+    # -- calls ----------------------------------------------------------------------------
+    def run(self, calls: Sequence[Call], what: str) -> list[Any]:
+        """Run script calls; replies in the calls' order. Raises BackendError."""
+        results: list[Any] = [None] * len(calls)
+        pending = list(range(len(calls)))
+        for attempt in range(3):
+            groups: dict[_Node, list[int]] = {}
+            for i in pending:
+                groups.setdefault(self.node_of(calls[i][1][0]), []).append(i)
+            replies = self._send(groups, calls, what)
+            pending = []
+            reload: set[_Node] = set()
+            moved = False
+            for node, idx in groups.items():
+                for i, r in zip(idx, replies[node]):
+                    if isinstance(r, NoScriptError):
+                        reload.add(node)
+                        pending.append(i)
+                    elif isinstance(r, (MovedError, AskError, TryAgainError)):
+                        moved = True
+                        pending.append(i)
+                    elif isinstance(r, ResponseError):
+                        raise BackendError(f"redis {node.name}: script {calls[i][0]} "
+                                           f"({what}) failed: {r}")
+                    else:
+                        results[i] = r
+            if not pending:
+                return results
+            try:
+                for node in reload:
+                    node.load()  # the script cache was flushed: register the scripts again
+            except RedisError as exc:
+                raise BackendError(f"redis {_names(reload)}: reloading scripts ({what}): "
+                                   f"{exc}") from exc
+            if moved:
+                self.refresh()
+            pending.sort()
+        raise BackendError(f"redis: {len(pending)} call(s) of {what} still refused after "
+                           "reloading scripts / refreshing the slot map")
+
+    def _send(self, groups: dict[_Node, list[int]], calls: Sequence[Call],
+              what: str) -> dict[_Node, list[Any]]:
+        """Write every node's pipeline, then read every node's replies."""
+        conns = {}
+        replies: dict[_Node, list[Any]] = {}
+        try:
+            for node, idx in groups.items():
+                conn = node.pool.get_connection()
+                conns[node] = conn
+                conn.send_packed_command(conn.pack_commands([_evalsha(calls[i]) for i in idx]),
+                                         check_health=False)
+            for node, idx in groups.items():
+                conn = conns[node]
+                got = []
+                for _ in idx:
+                    try:
+                        got.append(conn.read_response())
+                    except ResponseError as exc:
+                        got.append(exc)
+                replies[node] = got
+        except (RedisError, OSError) as exc:
+            for conn in conns.values():
+                conn.disconnect()  # a half-read pipeline must not be reused
+            if self._rc is not None:
+                try:
+                    self.refresh()
+                except RedisError:
+                    pass
+            raise BackendError(f"redis {_names(groups)}: {what} failed: "
+                               f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            for node, conn in conns.items():
+                node.pool.release(conn)
+        return replies
+
+    def command(self, node: _Node, *args: Any) -> Any:
+        """One plain command on one node (views, SCAN, DEL)."""
+        try:
+            return redis.Redis(connection_pool=node.pool).execute_command(*args)
+        except RedisError as exc:
+            raise BackendError(f"redis {node.name}: {args[0]} failed: {exc}") from exc
+
+    def commands(self, per_node: dict[_Node, list[tuple[Any, ...]]], what: str) -> dict:
+        """Plain commands pipelined per node; {node: replies}."""
+        out = {}
+        try:
+            for node, cmds in per_node.items():
+                pipe = redis.Redis(connection_pool=node.pool).pipeline(transaction=False)
+                for c in cmds:
+                    pipe.execute_command(*c)
+                out[node] = pipe.execute()
+        except RedisError as exc:
+            raise BackendError(f"redis {_names(per_node)}: {what} failed: {exc}") from exc
+        return out
+
+    def close(self) -> None:
+        if self._rc is not None:
+            self._rc.close()
+        else:
+            self._single.pool.disconnect()
+
+
+def _names(nodes: Any) -> str:
+    return ",".join(sorted(n.name for n in nodes))
+
+
+def _safe_url(url: str) -> str:
+    """The URL without a password, for messages."""
+    if "@" in url:
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    return url

@@ -1,0 +1,82 @@
+-- settle_claims: step L2 of a batch round, on the ledger. Returns the capacity a round's
+-- grant did not use, and brings the ledger's copy of each claim the regions reported up to
+-- the claim's state: balances move by the claim's points (pending/confirmed), a revoked
+-- claim gives its budget points and its cap token back. States only move forward
+-- (none < pending < confirmed < revoking < revoked), so applying a report twice, late, or
+-- after a newer one changes nothing (idempotent by order id).
+--
+-- KEYS[1] ledger scalars (hash: spent, relver = how many rounds released slots)
+-- KEYS[2] tokens out per beneficiary     KEYS[3] ledger claims (see grant_capacity)
+-- KEYS[4] balances                       KEYS[5] open grants
+-- ARGV[1] grant id, "" = none   ARGV[2] unused budget points of the grant
+-- ARGV[3] 1 = the campaign has a budget  ARGV[4] 1 = the campaign has a beneficiary cap
+-- ARGV[5] 1 = a slot was released in this round (other clients drop their sold-out cache)
+-- ARGV[6] t; then t pairs: beneficiary, unused tokens of the grant
+-- then c; then 4 per claim: order_id, beneficiary, points, state (p, c or r)
+-- Reply: beneficiary/tokens-out pairs for every beneficiary touched (when capped)
+local gid = ARGV[1]
+local unused_pts = tonumber(ARGV[2])
+local has_budget = tonumber(ARGV[3]) == 1
+local has_cap = tonumber(ARGV[4]) == 1
+local t = tonumber(ARGV[6])
+
+local touched = {}
+local spent_delta = 0
+local tok_delta = {}
+
+if gid ~= '' and redis.call('HDEL', KEYS[5], gid) == 1 then
+  spent_delta = spent_delta - unused_pts
+  for i = 1, t do
+    local who, k = ARGV[6 + (i - 1) * 2 + 1], tonumber(ARGV[6 + (i - 1) * 2 + 2])
+    tok_delta[who] = (tok_delta[who] or 0) - k
+    touched[who] = true
+  end
+end
+
+local RANK = {p = 1, c = 2, x = 3, r = 4}
+local bal_delta = {}
+local function bal(f, d) bal_delta[f] = (bal_delta[f] or 0) + d end
+
+local base = 6 + t * 2 + 1
+local c = tonumber(ARGV[base])
+for i = 1, c do
+  local j = base + (i - 1) * 4
+  local oid, who, points, state = ARGV[j + 1], ARGV[j + 2], tonumber(ARGV[j + 3]), ARGV[j + 4]
+  local rec = redis.call('HGET', KEYS[3], oid)
+  local old = nil
+  if rec then old = string.match(rec, '^%d+|(%a)|') end
+  local old_rank = old and RANK[old] or 0
+  if RANK[state] > old_rank then
+    if old == 'p' or old == 'c' then bal(old .. ':' .. who, -points) end
+    if state == 'p' or state == 'c' then bal(state .. ':' .. who, points) end
+    if state == 'r' then
+      spent_delta = spent_delta - points
+      tok_delta[who] = (tok_delta[who] or 0) - 1
+    end
+    redis.call('HSET', KEYS[3], oid, points .. '|' .. state .. '|' .. who)
+    touched[who] = true
+  end
+end
+
+for f, d in pairs(bal_delta) do
+  if d ~= 0 then
+    local v = redis.call('HINCRBY', KEYS[4], f, d)
+    if v == 0 then redis.call('HDEL', KEYS[4], f) end
+  end
+end
+if has_budget and spent_delta ~= 0 then redis.call('HINCRBY', KEYS[1], 'spent', spent_delta) end
+if tonumber(ARGV[5]) == 1 then redis.call('HINCRBY', KEYS[1], 'relver', 1) end
+local out = {}
+if has_cap then
+  for who, d in pairs(tok_delta) do
+    if d ~= 0 then
+      local v = redis.call('HINCRBY', KEYS[2], who, d)
+      if v == 0 then redis.call('HDEL', KEYS[2], who) end
+    end
+  end
+  for who, _ in pairs(touched) do
+    out[#out + 1] = who
+    out[#out + 1] = tonumber(redis.call('HGET', KEYS[2], who)) or 0
+  end
+end
+return out
