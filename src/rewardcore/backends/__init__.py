@@ -2,6 +2,8 @@
 
     memory://               the compiled in-process engine (default)
     reference://            the pure-Python executable spec
+    redis://host:port/db    Lua-script claims in Redis (rediss:// for TLS)
+    redis+cluster://host:port   the same on a Redis Cluster
 
 Later backends join with `register_backend`; entries are "module:Class" strings so a
 backend's dependencies load only when its URL is used.
@@ -19,6 +21,10 @@ from ..errors import ConfigError
 _BACKENDS: dict[str, str] = {
     "memory": "rewardcore.backends.memory:MemoryEngine",
     "reference": "rewardcore.backends.reference:ReferenceEngine",
+    "redis": "rewardcore.backends.redis:RedisEngine",
+    "rediss": "rewardcore.backends.redis:RedisEngine",
+    "redis+cluster": "rewardcore.backends.redis:RedisClusterEngine",
+    "rediss+cluster": "rewardcore.backends.redis:RedisClusterEngine",
 }
 
 
