@@ -17,7 +17,7 @@ import numpy as np
 
 from ..campaign import Campaign
 from ..engine import Claim, Decisions, Engine
-from ..events import Closed, Event, Placed
+from ..events import Closed, Event, Placed, Redeem
 from ..outcomes import Outcome
 
 _MINUTE = 60_000
@@ -192,16 +192,21 @@ class Tracker:
                 self.taken[self.region_of[ev.order_id]] -= 1
                 self.points -= int(decisions.points[i])
                 self.revoked += 1
-        for ev in events:
-            if isinstance(ev, Placed):
-                self.placers.add(ev.merchant_id if who_merchant else ev.agent_id)
-            if isinstance(ev, Placed | Closed):
+        if who_merchant:
+            self.placers.update([ev.merchant_id for ev in events if type(ev) is Placed])
+        else:
+            self.placers.update([ev.agent_id for ev in events if type(ev) is Placed])
+        # Orders, closes and completions come in time order; redemptions follow the window.
+        for ev in reversed(events):
+            if not isinstance(ev, Redeem):
                 last_ts = ev.ts
+                break
         if last_ts is None:
             return
         filled = self.taken if self.campaign.releases else self.used
         s = self.series
-        s.minutes.append((min(last_ts, self.campaign.ends_ms) - self.campaign.starts_ms) / _MINUTE)
+        c = self.campaign
+        s.minutes.append((min(max(last_ts, c.starts_ms), c.ends_ms) - c.starts_ms) / _MINUTE)
         s.sold_out.append(int(np.count_nonzero(filled >= self.slots)))
         s.budget_used.append(self.points)
         s.awarded.append(self.awarded)
