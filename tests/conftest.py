@@ -51,6 +51,8 @@ def redis_cluster_url(redis_cluster: RedisCluster) -> str:
 ENGINE_URLS: dict[str, Callable[[pytest.FixtureRequest], str]] = {
     "reference": lambda request: "reference://",
     "memory": lambda request: "memory://",
+    "redis": lambda request: request.getfixturevalue("redis_url"),
+    "redis-cluster": lambda request: request.getfixturevalue("redis_cluster_url"),
 }
 
 
