@@ -13,7 +13,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import numpy as np
 import orjson
@@ -34,6 +34,10 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "rewardcore.daemon.cli",
     "rewardcore.benchmark",
 )
+
+
+class DeadLetterSink(Protocol):
+    def write(self, data: bytes, /) -> int: ...
 
 
 class ReplayReport:
@@ -62,7 +66,7 @@ class ReplayReport:
 
 
 def replay(engine: Engine, stream: BinaryIO, batch: int = 4096,
-           dead_letters: BinaryIO | None = None) -> ReplayReport:
+           dead_letters: DeadLetterSink | None = None) -> ReplayReport:
     """Stream JSON-lines events through the engine; dead letters go to `dead_letters`."""
     report = ReplayReport()
     counts = np.zeros(len(Outcome), np.int64)
@@ -80,7 +84,7 @@ def replay(engine: Engine, stream: BinaryIO, batch: int = 4096,
     return report
 
 
-def _write_dead(out: BinaryIO, dead: list[DeadLetter]) -> None:
+def _write_dead(out: DeadLetterSink, dead: list[DeadLetter]) -> None:
     out.write(b"".join(orjson.dumps(d.to_dict()) + b"\n" for d in dead))
 
 
