@@ -1,33 +1,71 @@
 """Throughput harness: every rate on the same generated events, in one run, as ratios.
 
-    rewardcore bench [--orders N] [--json FILE]
+    rewardcore bench [--only GROUPS] [--orders N] [--repeat R] [--json FILE] [--no-fail]
     python bench/throughput.py ...      (the same)
 
-Rows are measured alternately and repeated (--repeat), the best of each kept, so a
-noisy neighbour on a shared machine hurts every row alike. Each row carries its ratio to
-the budget of DESIGN.md it answers to; a missed budget is printed as MISSED, never hidden.
+Row groups (`--only decode,memory,...`; default all; a group brings the baselines its
+ratios need: `memory` brings `decode` and `reference`; `durable` brings `decode`;
+`redis` and `cluster` bring their own memory-engine rows on the same claims):
+
+  decode     msgspec decoding of the JSON lines alone
+  reference  the pure-Python reference engine's claim step
+  memory     the Cython engine: decode + claims, the claim step at several batch sizes,
+             bytes per remembered order id (--memory-orders)
+  durable    memory:///dir with an fsync per batch and without
+  shm        shm://NAME replayed by 1 and 2 worker processes
+  redis      one local redis-server: claims into open regions, into sold-out regions
+             (against the memory engine on the same events), redis-benchmark INCR -P 64
+  cluster    the same on a 3-master Redis Cluster
+
+The events are generated once (traffic.generate, seed 11). Timed rows are measured
+alternately, round after round (--repeat), and the best of each kept, so a noisy neighbour
+on a shared machine hurts every row alike; the spread (slowest/fastest - 1) is printed
+with each. Each row carries its ratio to the budget of DESIGN.md it answers to; a missed
+budget is printed as MISSED, never hidden, and makes the exit code 1 (unless --no-fail).
+A backend that is not installed or registered gets a "skipped" row that says why.
+Redis servers are started on free loopback ports and stopped afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import platform
+import re
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import msgspec
+import numpy as np
 import orjson
 
 from . import load_campaign, open_engine
+from .backends import backend_schemes
+from .campaign import Campaign, RegionSpec, Tier
 from .codec import read_jsonl
+from .events import Event, Placed
+from .outcomes import Outcome
 from .traffic import TrafficShape, generate
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DEFAULT_CAMPAIGN = ROOT / "examples" / "d11-2026.toml"
+
+GROUPS = ("decode", "reference", "memory", "durable", "shm", "redis", "cluster")
+#: Groups whose rows are the baselines of another group's ratios.
+NEEDS = {"memory": ("decode", "reference"), "durable": ("decode",)}
+
+REDIS_OPEN_GOAL = 300_000  # claims/s into open regions, on one local Redis (DESIGN.md)
+REDIS_SOLDOUT_GOAL = 0.8  # x the memory engine once regions are sold out
+SHM_SCALING_GOAL = 1.6  # 2 workers vs 1 (issue 4)
 
 
 class Row(msgspec.Struct):
@@ -38,36 +76,175 @@ class Row(msgspec.Struct):
     ratio: float | None = None  # measured / what the budget compares against
     goal: float | None = None  # the ratio the budget asks for
     note: str = ""
+    group: str = ""
+    runs: list[float] = []  # seconds of every timed run, in order
+    skipped: str = ""  # why the row was not measured
 
     @property
     def rate(self) -> float:
         return self.events / self.seconds if self.seconds else 0.0
 
     @property
+    def spread(self) -> float | None:
+        """Slowest run over the fastest, minus one: how noisy this row was."""
+        if len(self.runs) < 2 or not min(self.runs):
+            return None
+        return max(self.runs) / min(self.runs) - 1
+
+    @property
     def verdict(self) -> str:
+        if self.skipped:
+            return "skipped"
         if self.ratio is None or self.goal is None:
             return ""
         return "ok" if self.ratio >= self.goal else "MISSED"
 
 
-def best_of(repeat: int, fn: Callable[[], int]) -> tuple[int, float]:
-    best = float("inf")
-    n = 0
-    for _ in range(repeat):
-        t = time.perf_counter()
-        n = fn()
-        best = min(best, time.perf_counter() - t)
-    return n, best
+@dataclass
+class Measure:
+    """One timed row. `run` returns the events it processed, or (events, seconds) when it
+    times itself (a subprocess reporting its own clock). `setup`/`teardown` are untimed."""
+
+    name: str
+    group: str
+    run: Callable[[], int | tuple[int, float]]
+    setup: Callable[[], None] | None = None
+    teardown: Callable[[], None] | None = None
+    budget: str = ""
+    goal: float | None = None
+    base: str | None = None  # the name of the row whose rate the ratio divides by
+    target: float | None = None  # or an absolute rate the ratio divides by
+    note: str | Callable[[], str] = ""
+    events: int = 0
+    runs: list[float] = field(default_factory=list)
 
 
-def decode_only(data: bytes, batch: int) -> int:
-    n = 0
-    for events, _ in read_jsonl(io.BytesIO(data), batch):
-        n += len(events)
-    return n
+class Bench:
+    """What the row groups share: the arguments, the events, started servers, the rows."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.campaign = load_campaign(args.campaign)
+        self.data = b"".join(generate(self.campaign, TrafficShape(orders=args.orders, seed=11)))
+        self.batches = self.batched(args.batch)
+        self.events = sum(map(len, self.batches))
+        self.presized = f"memory://?orders={args.orders * 2}"
+        self.measures: dict[str, Measure] = {}
+        self.rows: list[Row] = []  # rows measured once, or skipped
+        self.order: list[str] = []  # every row's name, in the order the groups made them
+        self.stack = contextlib.ExitStack()
+        self.tmp = Path(self.stack.enter_context(tempfile.TemporaryDirectory(prefix="rc-bench-")))
+        self._claims: list[list[Event]] | None = None
+
+    def batched(self, size: int) -> list[list[Event]]:
+        return [ev for ev, _ in read_jsonl(io.BytesIO(self.data), size)]
+
+    def add(self, m: Measure) -> None:
+        if m.name not in self.measures:
+            self.measures[m.name] = m
+            self.order.append(m.name)
+
+    def add_row(self, row: Row) -> None:
+        self.rows.append(row)
+        self.order.append(row.name)
+
+    def skip(self, group: str, name: str, why: str) -> None:
+        self.add_row(Row(name, 0, 0.0, group=group, skipped=why))
+
+    def events_file(self) -> Path:
+        path = self.tmp / "events.jsonl"
+        if not path.exists():
+            path.write_bytes(self.data)
+        return path
+
+    def claim_batches(self) -> list[list[Event]]:
+        """The first --redis-orders new orders of the stream that reach a reward region:
+        every one of them is a claim (awarded if its region is open)."""
+        if self._claims is None:
+            c = self.campaign
+            seen: set[str] = set()
+            picked: list[Event] = []
+            for batch in self.batches:
+                for ev in batch:
+                    if (type(ev) is Placed and ev.order_id not in seen
+                            and c.starts_ms <= ev.ts < c.ends_ms
+                            and ev.region in c.region_by_code
+                            and ev.paid_cents >= c.info.min_paid_cents):
+                        seen.add(ev.order_id)
+                        picked.append(ev)
+                if len(picked) >= self.args.redis_orders:
+                    break
+            picked = picked[:self.args.redis_orders]
+            b = self.args.batch
+            self._claims = [picked[i:i + b] for i in range(0, len(picked), b)]
+        return self._claims
+
+    # -- running ------------------------------------------------------------------------------
+    def measure_all(self) -> None:
+        """Every timed row once per round, rounds repeated: the best of each is kept."""
+        ms = list(self.measures.values())
+        for rnd in range(self.args.repeat):
+            for m in ms:
+                if m.setup:
+                    m.setup()
+                t = time.perf_counter()
+                got = m.run()
+                dt = time.perf_counter() - t
+                if isinstance(got, tuple):
+                    got, dt = got
+                m.events = got
+                m.runs.append(dt)
+                if m.teardown:
+                    m.teardown()
+            print(f"round {rnd + 1}/{self.args.repeat} done", file=sys.stderr)
+
+    def results(self) -> list[Row]:
+        rows: dict[str, Row] = {r.name: r for r in self.rows}
+        for m in self.measures.values():
+            rows[m.name] = Row(m.name, m.events, min(m.runs), budget=m.budget, goal=m.goal,
+                               note=m.note() if callable(m.note) else m.note, group=m.group,
+                               runs=[round(x, 6) for x in m.runs])
+        for m in self.measures.values():
+            row = rows[m.name]
+            if m.base is not None:
+                base = rows[m.base].rate
+                row.ratio = row.rate / base if base else None
+            elif m.target is not None:
+                row.ratio = row.rate / m.target
+        return [rows[name] for name in self.order]
 
 
-def replay_in_memory(campaign, url: str, data: bytes, batch: int) -> int:
+# -- row groups ---------------------------------------------------------------------------------
+
+DECODE = "msgspec decode alone (JSON lines)"
+REFERENCE = "reference engine: claim step"
+MEMORY_STEP = "memory engine: claim step (pre-decoded)"
+
+
+def group_decode(b: Bench) -> None:
+    def run() -> int:
+        n = 0
+        for events, _ in read_jsonl(io.BytesIO(b.data), b.args.batch):
+            n += len(events)
+        return n
+    b.add(Measure(DECODE, "decode", run))
+
+
+def claim_step(campaign: Campaign, url: str, batches: list[list[Event]]) -> Callable[[], int]:
+    def run() -> int:
+        engine = open_engine(campaign, url)
+        for batch in batches:
+            engine.apply(batch)
+        engine.close()
+        return sum(map(len, batches))
+    return run
+
+
+def group_reference(b: Bench) -> None:
+    b.add(Measure(REFERENCE, "reference", claim_step(b.campaign, "reference://", b.batches)))
+
+
+def replay_in_memory(campaign: Campaign, url: str, data: bytes, batch: int) -> int:
     engine = open_engine(campaign, url)
     n = 0
     for events, _ in read_jsonl(io.BytesIO(data), batch):
@@ -77,20 +254,28 @@ def replay_in_memory(campaign, url: str, data: bytes, batch: int) -> int:
     return n
 
 
-def claim_step(campaign, url: str, batches: list) -> Callable[[], int]:
-    def run() -> int:
-        engine = open_engine(campaign, url)
-        for b in batches:
-            engine.apply(b)
-        engine.close()
-        return sum(map(len, batches))
-    return run
+def group_memory(b: Bench) -> None:
+    a = b.args
+    b.add(Measure("memory engine: decode + claims", "memory",
+                  lambda: replay_in_memory(b.campaign, b.presized, b.data, a.batch),
+                  budget=">= 0.85 x decode alone", goal=0.85, base=DECODE))
+    b.add(Measure("memory engine, table not pre-sized", "memory",
+                  lambda: replay_in_memory(b.campaign, "memory://", b.data, a.batch),
+                  budget="(same)", goal=0.85, base=DECODE))
+    b.add(Measure(MEMORY_STEP, "memory", claim_step(b.campaign, b.presized, b.batches),
+                  budget=">= 20 x reference", goal=20, base=REFERENCE,
+                  note=f"batch {a.batch}"))
+    for size in a.batch_sizes:
+        if size == a.batch:
+            continue
+        b.add(Measure(f"memory engine: claim step, batch {size}", "memory",
+                      claim_step(b.campaign, b.presized, b.batched(size)),
+                      budget=">= 20 x reference", goal=20, base=REFERENCE))
 
 
-def order_table_bytes(campaign, orders: int) -> Row:
+def order_table_bytes(campaign: Campaign, orders: int) -> Row:
     """Bytes per remembered order id: the order table's size over the orders it holds."""
     from ._engine import MemoryCore
-    from .events import Placed
 
     core = MemoryCore(campaign, 0)
     step = 100_000
@@ -103,18 +288,306 @@ def order_table_bytes(campaign, orders: int) -> Row:
     seconds = time.perf_counter() - t
     per = core.order_table_bytes / core.orders_remembered
     return Row(f"order-id table at {orders:,} orders", orders, seconds,
-               budget="<= 32 bytes per order", ratio=32 / per, goal=1.0,
+               budget="<= 32 bytes per order", ratio=32 / per, goal=1.0, group="memory",
                note=f"{per:.1f} bytes/order ({core.order_table_bytes / 2**20:.0f} MiB)")
+
+
+def group_durable(b: Bench) -> None:
+    """memory:///dir: the same replay as 'memory engine: decode + claims', made durable."""
+    name = "durable memory:///dir"
+    if not _durable_available(b):
+        b.skip("durable", name, "memory:///dir (durable mode) is not installed")
+        return
+    a = b.args
+    for mode, label in (("batch", "fsync per batch"), ("none", "no fsync")):
+        def setup(mode: str = mode) -> None:
+            d = b.tmp / f"durable-{mode}"
+            shutil.rmtree(d, ignore_errors=True)
+            d.mkdir()
+
+        def run(mode: str = mode) -> int:
+            url = f"memory://{b.tmp / f'durable-{mode}'}?orders={a.orders * 2}&fsync={mode}"
+            return replay_in_memory(b.campaign, url, b.data, a.batch)
+        b.add(Measure(f"{name}, {label}", "durable", run, setup=setup,
+                      budget=">= 0.85 x decode alone", goal=0.85, base=DECODE,
+                      note=f"batch {a.batch}"))
+
+
+def _durable_available(b: Bench) -> bool:
+    from .errors import ConfigError
+    try:
+        open_engine(b.campaign, f"memory://{b.tmp / 'probe'}").close()
+    except ConfigError:
+        return False
+    return True
+
+
+_REPLAY_RATE = re.compile(r"events ([\d,]+) in ([\d.]+)s")
+
+
+def group_shm(b: Bench) -> None:
+    """shm://NAME replayed by `rewardcore replay --workers N` (the replay's own clock, so
+    interpreter start-up is not counted)."""
+    if "shm" not in backend_schemes():
+        b.skip("shm", "shm:// engine", "the shm:// backend is not registered")
+        return
+    base = None
+    for workers in b.args.shm_workers:
+        name = f"shm engine, {workers} worker{'s' if workers > 1 else ''}"
+
+        def run(workers: int = workers) -> tuple[int, float]:
+            seg = f"rc-bench-{os.getpid()}-{workers}"
+            cmd = [sys.executable, "-m", "rewardcore", "replay", b.args.campaign,
+                   str(b.events_file()), "--backend", f"shm://{seg}?orders={b.args.orders * 2}",
+                   "--workers", str(workers), "--batch", str(b.args.batch),
+                   "--dead-letters", os.devnull]
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+            text = out.stdout + out.stderr
+            got = _REPLAY_RATE.search(text)
+            if out.returncode != 0 or got is None:
+                raise RuntimeError(f"{' '.join(cmd)} failed ({out.returncode}):\n{text[-2000:]}")
+            return int(got.group(1).replace(",", "")), float(got.group(2))
+        if base is None:
+            b.add(Measure(name, "shm", run, note="decode + claims, replay's own clock"))
+            base = name
+        else:
+            b.add(Measure(name, "shm", run, budget=f">= {SHM_SCALING_GOAL} x 1 worker",
+                          goal=SHM_SCALING_GOAL, base=base))
+
+
+# -- Redis -----------------------------------------------------------------------------------
+
+def open_variant(c: Campaign, slots: int) -> Campaign:
+    """Every region open for `slots` claims, no budget, caps or min paid: every claim wins."""
+    spec = c.spec
+    info = msgspec.structs.replace(spec.campaign, id=f"{c.id}-open", budget_points=0,
+                                   max_claims_per_beneficiary=0, on_close="forfeit",
+                                   max_claims_per_beneficiary_per_region=0, min_paid_cents=0)
+    tiers = (Tier(upto=slots, points=5),)
+    regions = tuple(RegionSpec(code=r.code, slots=slots, tiers=tiers) for r in c.regions)
+    return Campaign(msgspec.structs.replace(spec, campaign=info, regions=regions),
+                    f"{c.source} (open regions)")
+
+
+def soldout_variant(c: Campaign) -> Campaign:
+    """The campaign without its budget, so that filling every slot sells every region out
+    (with the budget, the last regions would end budget_exhausted instead)."""
+    info = msgspec.structs.replace(c.spec.campaign, id=f"{c.id}-soldout", budget_points=0)
+    return Campaign(msgspec.structs.replace(c.spec, campaign=info), f"{c.source} (sold out)")
+
+
+def fill_batches(c: Campaign, batch: int) -> list[list[Event]]:
+    """One order per slot of every region, each by a beneficiary of its own: afterwards
+    every region is sold out."""
+    fill: list[Event] = [
+        Placed(order_id=f"fill-{r.code}-{k}", merchant_id=f"fill-m-{r.code}-{k}",
+               agent_id=f"fill-a-{r.code}-{k}", region=r.code, paid_cents=10**6,
+               ts=c.starts_ms)
+        for r in c.regions for k in range(r.slots)]
+    return [fill[i:i + batch] for i in range(0, len(fill), batch)]
+
+
+class _EngineRun:
+    """Open (and pre-fill) an engine untimed, apply the claim batches timed, close untimed;
+    the outcomes are tallied afterwards so the note can say what the row measured."""
+
+    def __init__(self, campaign: Campaign, url: str, batches: list[list[Event]],
+                 fill: list[list[Event]] | None = None,
+                 flush: Callable[[], None] | None = None) -> None:
+        self.campaign, self.url, self.batches, self.fill, self.flush = (
+            campaign, url, batches, fill, flush)
+        self.engine: Any = None
+        self.decisions: list[Any] = []
+        self.outcomes = np.zeros(len(Outcome), np.int64)
+
+    def setup(self) -> None:
+        if self.flush:
+            self.flush()
+        self.engine = open_engine(self.campaign, self.url)
+        for batch in self.fill or ():
+            self.engine.apply(batch)
+
+    def run(self) -> int:
+        apply, keep = self.engine.apply, self.decisions.append
+        for batch in self.batches:
+            keep(apply(batch))
+        return sum(map(len, self.batches))
+
+    def teardown(self) -> None:
+        self.engine.close()
+        self.engine = None
+        for d in self.decisions:
+            self.outcomes += np.bincount(d.outcome, minlength=len(Outcome))
+        self.decisions.clear()
+
+    def note(self) -> str:
+        total = int(self.outcomes.sum())
+        if not total:
+            return ""
+        top = np.argsort(-self.outcomes)[:2]
+        return ", ".join(f"{Outcome(int(o)).label} {self.outcomes[o] / total:.0%}"
+                         for o in top if self.outcomes[o])
+
+
+def _memory_baselines(b: Bench, group: str) -> tuple[str, str]:
+    """The memory engine on the claim stream, open regions and sold out (shared by the
+    standalone and cluster groups)."""
+    claims = b.claim_batches()
+    n = sum(map(len, claims))
+    open_c, sold_c = open_variant(b.campaign, max(1, n)), soldout_variant(b.campaign)
+    url = f"memory://?orders={n + sold_c.total_slots}"
+    names = ("memory engine: claims, open regions", "memory engine: claims, sold out")
+    for name, camp, fill in ((names[0], open_c, None),
+                             (names[1], sold_c, fill_batches(sold_c, b.args.batch))):
+        r = _EngineRun(camp, url, claims, fill)
+        b.add(Measure(name, group, r.run, setup=r.setup, teardown=r.teardown, note=r.note))
+    return names
+
+
+def _redis_claim_rows(b: Bench, group: str, label: str, url: str,
+                      flush: Callable[[], None]) -> None:
+    claims = b.claim_batches()
+    n = sum(map(len, claims))
+    _mem_open, mem_sold = _memory_baselines(b, group)
+    open_c, sold_c = open_variant(b.campaign, max(1, n)), soldout_variant(b.campaign)
+    r = _EngineRun(open_c, url, claims, flush=flush)
+    b.add(Measure(f"{label}: claims, open regions", group, r.run, setup=r.setup,
+                  teardown=r.teardown, budget=f">= {REDIS_OPEN_GOAL:,} claims/s", goal=1.0,
+                  target=REDIS_OPEN_GOAL, note=r.note))
+    r = _EngineRun(sold_c, url, claims, fill_batches(sold_c, b.args.batch), flush=flush)
+    b.add(Measure(f"{label}: claims, sold out", group, r.run, setup=r.setup,
+                  teardown=r.teardown, budget=f">= {REDIS_SOLDOUT_GOAL} x memory sold out",
+                  goal=REDIS_SOLDOUT_GOAL, base=mem_sold, note=r.note))
+
+
+_BENCH_RPS = re.compile(r"INCR: ([\d.]+) requests per second")
+
+
+def _redis_benchmark(b: Bench, group: str, label: str, port: int, cluster: bool,
+                     base: str) -> None:
+    exe = shutil.which("redis-benchmark")
+    name = f"redis-benchmark -P 64 -t incr, {label}"
+    if exe is None:
+        b.skip(group, name, "redis-benchmark not found")
+        return
+    requests = b.args.redis_benchmark_requests
+    cmd = [exe, *(["--cluster"] if cluster else []), "-h", "127.0.0.1", "-p", str(port),
+           "-P", "64", "-t", "incr", "-q", "-n", str(requests)]
+
+    def run() -> tuple[int, float]:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        got = _BENCH_RPS.findall(out.stdout)
+        if out.returncode != 0 or not got:
+            raise RuntimeError(f"{' '.join(cmd)} failed ({out.returncode}): "
+                               f"{(out.stdout + out.stderr)[-1000:]}")
+        return requests, requests / float(got[-1])
+
+    def note() -> str:
+        m, engine = b.measures[name], b.measures[base]
+        if not engine.runs or not m.runs:
+            return ""
+        ratio = (engine.events / min(engine.runs)) / (m.events / min(m.runs))
+        return f"the engine's open-region claims are {ratio:.1%} of this"
+    b.add(Measure(name, group, run, note=note))
+
+
+def group_redis(b: Bench) -> None:
+    label = "redis engine, 1 redis-server"
+    if shutil.which("redis-server") is None or "redis" not in backend_schemes():
+        why = ("redis-server not found" if shutil.which("redis-server") is None
+               else "the redis:// backend is not registered")
+        b.skip("redis", label, why)
+        return
+    import redis
+
+    from .redis_servers import RedisServer
+
+    server = RedisServer().start()
+    b.stack.callback(server.close)
+    client = redis.Redis(host="127.0.0.1", port=server.port)
+    b.stack.callback(client.close)
+    _redis_claim_rows(b, "redis", label, server.url, client.flushall)
+    _redis_benchmark(b, "redis", "1 redis-server", server.port, False,
+                     f"{label}: claims, open regions")
+
+
+def group_cluster(b: Bench) -> None:
+    label = f"redis engine, {b.args.masters}-master cluster"
+    if shutil.which("redis-server") is None or "redis+cluster" not in backend_schemes():
+        why = ("redis-server not found" if shutil.which("redis-server") is None
+               else "the redis+cluster:// backend is not registered")
+        b.skip("cluster", label, why)
+        return
+    from .redis_servers import RedisCluster
+
+    cluster = RedisCluster(b.args.masters)
+    b.stack.callback(cluster.close)
+    cluster.start()
+    _redis_claim_rows(b, "cluster", label, cluster.url, cluster.flushall)
+    _redis_benchmark(b, "cluster", f"{b.args.masters}-master cluster", cluster.nodes[0].port,
+                     True, f"{label}: claims, open regions")
+
+
+GROUP_FUNCS: dict[str, Callable[[Bench], None]] = {
+    "decode": group_decode, "reference": group_reference, "memory": group_memory,
+    "durable": group_durable, "shm": group_shm, "redis": group_redis, "cluster": group_cluster,
+}
+
+
+def expand_groups(only: Sequence[str]) -> list[str]:
+    """The groups asked for plus the baselines their ratios need, in GROUPS order."""
+    want: set[str] = set()
+    todo = list(only)
+    while todo:
+        g = todo.pop()
+        if g not in want:
+            want.add(g)
+            todo.extend(NEEDS.get(g, ()))
+    return [g for g in GROUPS if g in want]
+
+
+# -- command line ---------------------------------------------------------------------------
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected positive integers")
+    return values
+
+
+def _groups(text: str) -> list[str]:
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    bad = [x for x in names if x not in GROUPS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: unknown group {bad[0] if bad else ''!r}; expected some of "
+            f"{','.join(GROUPS)}")
+    return names
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--campaign", default=str(DEFAULT_CAMPAIGN))
-    ap.add_argument("--orders", type=int, default=400_000)
+    ap.add_argument("--only", type=_groups, default=list(GROUPS), metavar="GROUPS",
+                    help=f"comma-separated row groups (default all): {','.join(GROUPS)}")
+    ap.add_argument("--orders", type=int, default=400_000,
+                    help="orders in the generated stream (default 400,000)")
     ap.add_argument("--batch", type=int, default=4096)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--batch-sizes", type=_int_list, default=[64, 512, 16384],
+                    metavar="N,N", help="more claim-step batch sizes (default 64,512,16384)")
+    ap.add_argument("--repeat", type=int, default=3, help="rounds; the best of each row is kept")
     ap.add_argument("--memory-orders", type=int, default=10_000_000,
                     help="orders for the bytes-per-order row (0 to skip)")
+    ap.add_argument("--redis-orders", type=int, default=50_000,
+                    help="claims per Redis row, the first new in-region orders of the stream")
+    ap.add_argument("--redis-benchmark-requests", type=int, default=2_000_000)
+    ap.add_argument("--masters", type=int, default=3, help="Redis Cluster masters (default 3)")
+    ap.add_argument("--shm-workers", type=_int_list, default=[1, 2], metavar="N,N")
     ap.add_argument("--json", help="also write the rows as JSON here")
+    ap.add_argument("--no-fail", action="store_true",
+                    help="exit 0 even when a budget is MISSED (for smoke runs)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -124,59 +597,60 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     add_arguments(ap)
     return run(ap.parse_args(argv))
 
 
 def run(args: argparse.Namespace) -> int:
-
-    campaign = load_campaign(args.campaign)
-    data = b"".join(generate(campaign, TrafficShape(orders=args.orders, seed=11)))
-    batches = [ev for ev, _ in read_jsonl(io.BytesIO(data), args.batch)]
-    events = sum(map(len, batches))
-    presized = f"memory://?orders={args.orders * 2}"
-    print(f"{events:,} events ({len(data) / 2**20:.0f} MiB JSON lines) for {campaign}, "
-          f"batch {args.batch}, best of {args.repeat}", file=sys.stderr)
-
-    rows: list[Row] = []
-    n, t_decode = best_of(args.repeat, lambda: decode_only(data, args.batch))
-    rows.append(Row("msgspec decode alone (JSON lines)", n, t_decode))
-    n, t = best_of(args.repeat, lambda: replay_in_memory(campaign, presized, data, args.batch))
-    rows.append(Row("memory engine: decode + claims", n, t, budget=">= 0.85 x decode alone",
-                    ratio=t_decode / t, goal=0.85))
-    n, t = best_of(args.repeat, lambda: replay_in_memory(campaign, "memory://", data, args.batch))
-    rows.append(Row("memory engine, table not pre-sized", n, t, budget="(same)",
-                    ratio=t_decode / t, goal=0.85))
-
-    n, t_ref = best_of(1, claim_step(campaign, "reference://", batches))
-    rows.append(Row("reference engine: claim step", n, t_ref))
-    n, t = best_of(args.repeat, claim_step(campaign, presized, batches))
-    rows.append(Row("memory engine: claim step (pre-decoded)", n, t,
-                    budget=">= 20 x reference", ratio=t_ref / t, goal=20))
-    for size in (64, 512, 16384):
-        small = [ev for ev, _ in read_jsonl(io.BytesIO(data), size)]
-        n, t = best_of(args.repeat, claim_step(campaign, presized, small))
-        rows.append(Row(f"memory engine: claim step, batch {size}", n, t,
-                        budget=">= 20 x reference", ratio=t_ref / t, goal=20))
-    if args.memory_orders:
-        rows.append(order_table_bytes(campaign, args.memory_orders))
-
+    if args.orders < 1 or args.batch < 1 or args.repeat < 1 or args.redis_orders < 1:
+        raise SystemExit("rewardcore bench: --orders, --batch, --repeat and --redis-orders "
+                         "must be at least 1")
+    groups = expand_groups(args.only)
+    with bench_context(args) as b:
+        print(f"{b.events:,} events ({len(b.data) / 2**20:.0f} MiB JSON lines) for "
+              f"{b.campaign}, batch {args.batch}, {args.repeat} rounds; groups "
+              f"{','.join(groups)}", file=sys.stderr)
+        for g in groups:
+            GROUP_FUNCS[g](b)
+        b.measure_all()
+        if "memory" in groups and args.memory_orders:
+            b.add_row(order_table_bytes(b.campaign, args.memory_orders))
+        rows = b.results()
     print_table(rows)
     if args.json:
         meta = {"python": platform.python_version(), "cpus": os.cpu_count(),
-                "events": events, "orders": args.orders, "batch": args.batch}
+                "load_avg": os.getloadavg(), "events": b.events, "orders": args.orders,
+                "batch": args.batch, "repeat": args.repeat, "redis_orders": args.redis_orders,
+                "groups": groups, "argv": sys.argv[1:]}
         Path(args.json).write_bytes(orjson.dumps(
-            {"meta": meta, "rows": [msgspec.to_builtins(r) | {"rate": r.rate} for r in rows]},
+            {"meta": meta, "rows": [msgspec.to_builtins(r) | {
+                "rate": r.rate, "verdict": r.verdict, "spread": r.spread} for r in rows]},
             option=orjson.OPT_INDENT_2))
-    return 0 if all(r.verdict != "MISSED" for r in rows) else 1
+    missed = [r.name for r in rows if r.verdict == "MISSED"]
+    if missed and not args.no_fail:
+        return 1
+    return 0
+
+
+@contextlib.contextmanager
+def bench_context(args: argparse.Namespace) -> Iterator[Bench]:
+    b = Bench(args)
+    with b.stack:
+        yield b
 
 
 def print_table(rows: list[Row]) -> None:
-    print(f"{'row':44} {'events/s':>13} {'budget':>24} {'ratio':>7}  verdict  note")
+    print(f"{'row':52} {'per s':>13} {'budget':>28} {'ratio':>7}  {'verdict':7} "
+          f"{'spread':>6}  note")
     for r in rows:
+        if r.skipped:
+            print(f"{r.name:52} {'-':>13} {'':>28} {'':>7}  {'skipped':7} {'':>6}  {r.skipped}")
+            continue
         ratio = f"{r.ratio:.2f}" if r.ratio is not None else ""
-        print(f"{r.name:44} {r.rate:13,.0f} {r.budget:>24} {ratio:>7}  {r.verdict:7}  {r.note}")
+        spread = f"{r.spread:.0%}" if r.spread is not None else ""
+        print(f"{r.name:52} {r.rate:13,.0f} {r.budget:>28} {ratio:>7}  {r.verdict:7} "
+              f"{spread:>6}  {r.note}")
 
 
 if __name__ == "__main__":
