@@ -325,11 +325,22 @@ def _durable_available(b: Bench) -> bool:
 _REPLAY_RATE = re.compile(r"events ([\d,]+) in ([\d.]+)s")
 
 
+def _replay_has_workers() -> bool:
+    from .cli import build_parser
+
+    sub = next(a for a in build_parser()._actions
+               if isinstance(a, argparse._SubParsersAction))
+    return "--workers" in sub.choices["replay"]._option_string_actions
+
+
 def group_shm(b: Bench) -> None:
     """shm://NAME replayed by `rewardcore replay --workers N` (the replay's own clock, so
     interpreter start-up is not counted)."""
     if "shm" not in backend_schemes():
         b.skip("shm", "shm:// engine", "the shm:// backend is not registered")
+        return
+    if not _replay_has_workers():
+        b.skip("shm", "shm:// engine", "`rewardcore replay` has no --workers option yet")
         return
     base = None
     for workers in b.args.shm_workers:

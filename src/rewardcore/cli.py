@@ -33,6 +33,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "rewardcore.review.commands",
     "rewardcore.daemon.cli",
     "rewardcore.benchmark",
+    "rewardcore.loadtest",
 )
 
 

@@ -1,0 +1,459 @@
+"""Run the Double-Eleven load test end to end and write a capacity report.
+
+    python loadtests/run.py [--duration 300] [--peak-users 40] [--out loadtest-report]
+    rewardcore loadtest ...              (the same, from a source checkout)
+
+Starts a throwaway redis-server (rewardcore.redis_servers) and `rewardcore serve` (HTTP on a
+free loopback port, consuming the Redis stream too), runs Locust headless with
+loadtests/locustfile.py and its DoubleElevenShape, waits for the stream to drain, stops the
+daemon with SIGTERM and reads back:
+  - Locust's CSV stats (OUT/locust_stats.csv, _stats_history.csv, _failures.csv);
+  - the exact per-second latencies the locustfile records (OUT/timeline.*.json);
+  - the CPU seconds the daemon and redis-server used (from /proc), so a rate can be put
+    per core of the daemon.
+The report (OUT/report.json and OUT/report.md) gives the highest orders/s held for
+--hold seconds with every request kind's p99 under its target and errors under
+--max-error, where it broke (the first second that was not), the error rate, and whether
+the load generator itself ran out of CPU (then the figures are Locust's limit, not the
+daemon's). Loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+LOCUSTFILE = HERE / "locustfile.py"
+DEFAULT_CAMPAIGN = ROOT / "examples" / "d11-2026.toml"
+USERS = ("OrderUser", "BatchUser", "StreamUser")
+_ORDERS_IN_NAME = re.compile(r"\[(\d+) orders?\]")
+_CLK = os.sysconf("SC_CLK_TCK")
+
+
+# -- processes ------------------------------------------------------------------------------
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process, from /proc (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _CLK
+
+
+def start_daemon(args: argparse.Namespace, out: Path, backend: str, stream_url: str | None,
+                 token: str) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """`rewardcore serve` on a free loopback port; returns (process, port, its log)."""
+    log = out / "daemon.log"
+    cmd = [sys.executable, "-m", "rewardcore", "serve", "--campaign", str(args.campaign),
+           "--backend", backend, "--http", "127.0.0.1:0",
+           "--dead-letters", str(out / "dead-letters.jsonl")]
+    if stream_url:
+        cmd += ["--source", stream_url]
+    env = dict(os.environ, REWARDCORE_TOKEN=token)
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for line in log.read_text(errors="replace").splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(rec, dict) and "port" in rec:
+                port = int(rec["port"])
+                _wait_healthy(port)
+                return proc, port, log
+        if proc.poll() is not None:
+            raise SystemExit(f"loadtest: the daemon exited ({proc.returncode}) before it "
+                             f"started:\n{log.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.1)
+    proc.kill()
+    raise SystemExit(f"loadtest: the daemon did not report its port within 60 s; see {log}")
+
+
+def _wait_healthy(port: int) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"loadtest: the daemon on port {port} is not healthy") from None
+        time.sleep(0.1)
+
+
+def stop_daemon(proc: subprocess.Popen[bytes], grace: float = 30) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def run_locust(args: argparse.Namespace, out: Path, port: int, token: str,
+               redis_url: str) -> tuple[int, str]:
+    env = dict(os.environ,
+               RC_CAMPAIGN=str(args.campaign), RC_TOKEN=token,
+               RC_DURATION=str(args.duration), RC_PEAK_USERS=str(args.peak_users),
+               RC_ORDER_RATE=str(args.order_rate), RC_BATCH_RATE=str(args.batch_rate),
+               RC_BATCH_SIZE=str(args.batch_size), RC_STREAM_URL=redis_url,
+               RC_STREAM=args.stream, RC_STREAM_RATE=str(args.stream_rate),
+               RC_STREAM_BATCH=str(args.stream_batch), RC_TIMELINE=str(out / "timeline"))
+    cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
+           "--host", f"http://127.0.0.1:{port}", "--csv", str(out / "locust"),
+           "--csv-full-history", "--only-summary", "--stop-timeout", "5",
+           "--run-time", f"{int(args.duration) + 10}s", "--exit-code-on-error", "0",
+           *args.users]
+    if args.processes > 1:
+        cmd += ["--processes", str(args.processes)]
+    print("loadtest: " + " ".join(cmd[2:]), file=sys.stderr)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
+                          timeout=args.duration + 120)
+    (out / "locust.log").write_text(proc.stdout + proc.stderr)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def drain_stream(redis_url: str, stream: str, group: str, timeout: float) -> dict[str, Any]:
+    """Wait until the daemon's group has read and acknowledged every entry."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    start = time.monotonic()
+    info: dict[str, Any] = {}
+    try:
+        if not client.exists(stream):
+            return {"entries": 0, "decisions": 0, "drain_s": 0.0, "drained": True}
+        while True:
+            groups = {g["name"].decode(): g for g in client.xinfo_groups(stream)}
+            g = groups.get(group, {})
+            lag, pending = g.get("lag"), g.get("pending", 0)
+            drained = lag == 0 and pending == 0
+            if drained or time.monotonic() - start > timeout:
+                break
+            time.sleep(0.2)
+        info = {"entries": client.xlen(stream), "decisions": client.xlen(f"{stream}:decisions"),
+                "dead": client.xlen(f"{stream}:dead") if client.exists(f"{stream}:dead") else 0,
+                "lag": lag, "pending": pending, "drained": drained,
+                "drain_s": round(time.monotonic() - start, 2)}
+    finally:
+        client.close()
+    return info
+
+
+# -- analysis -------------------------------------------------------------------------------
+
+def orders_of(name: str) -> int:
+    got = _ORDERS_IN_NAME.search(name)
+    return int(got.group(1)) if got else 1
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    v = sorted(values)
+    return v[min(len(v) - 1, max(0, int(round(q * len(v) + 0.5)) - 1))]
+
+
+def load_timeline(out: Path) -> dict[int, dict[str, dict[str, Any]]]:
+    """second -> request name -> {"ms": [...], "failures": n}, merged over processes."""
+    merged: dict[int, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for f in sorted(out.glob("timeline.*.json")):
+        for row in json.loads(f.read_bytes()):
+            cell = merged[row["second"]].setdefault(row["name"], {"ms": [], "failures": 0})
+            cell["ms"].extend(row["ms"])
+            cell["failures"] += row["failures"]
+    return dict(merged)
+
+
+def load_users(out: Path) -> dict[int, int]:
+    """second -> users running, from Locust's history CSV."""
+    import csv
+
+    users: dict[int, int] = {}
+    path = out / "locust_stats_history.csv"
+    if path.exists():
+        with path.open() as fh:
+            for row in csv.DictReader(fh):
+                if row.get("Name") == "Aggregated":
+                    users[int(row["Timestamp"])] = int(row["User Count"])
+    return users
+
+
+def load_stats(out: Path) -> list[dict[str, Any]]:
+    import csv
+
+    path = out / "locust_stats.csv"
+    if not path.exists():
+        return []
+    with path.open() as fh:
+        return [{"name": r["Name"], "type": r["Type"], "requests": int(r["Request Count"]),
+                 "failures": int(r["Failure Count"]), "p50_ms": _num(r["50%"]),
+                 "p99_ms": _num(r["99%"]), "max_ms": _num(r["Max Response Time"]),
+                 "rps": _num(r["Requests/s"])}
+                for r in csv.DictReader(fh)]
+
+
+def _num(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return 0.0
+
+
+def seconds_table(timeline: dict[int, dict[str, dict[str, Any]]], users: dict[int, int],
+                  targets: dict[str, float]) -> list[dict[str, Any]]:
+    """One row per second: orders/s answered, p99 per request kind, errors, users, and
+    whether that second met the targets."""
+    if not timeline:
+        return []
+    first, last = min(timeline), max(timeline)
+    rows = []
+    known_users = 0
+    for s in range(first, last + 1):
+        cells = timeline.get(s, {})
+        known_users = users.get(s, known_users)
+        ok = sum(len(c["ms"]) for c in cells.values())
+        failed = sum(c["failures"] for c in cells.values())
+        orders = sum(len(c["ms"]) * orders_of(n) for n, c in cells.items())
+        p99 = {n: percentile(c["ms"], 0.99) for n, c in cells.items() if c["ms"]}
+        over = [n for n, v in p99.items() if v > target_for(n, targets)]
+        rows.append({"t": s - first, "users": known_users, "orders_per_s": orders,
+                     "requests": ok, "failures": failed, "p99_ms": p99, "over_target": over})
+    return rows
+
+
+def target_for(name: str, targets: dict[str, float]) -> float:
+    return targets["batch"] if orders_of(name) > 1 else targets["single"]
+
+
+def analyse(rows: list[dict[str, Any]], hold: int, max_error: float) -> dict[str, Any]:
+    """The best `hold`-second window with every second within the targets, and the first
+    second that was not (skipping the first second, when users are still starting)."""
+    def good(r: dict[str, Any]) -> bool:
+        total = r["requests"] + r["failures"]
+        return not r["over_target"] and (not total or r["failures"] / total <= max_error)
+
+    body = rows[1:-1] if len(rows) > 2 else rows  # the edges are partial seconds
+    held = 0.0
+    held_at: int | None = None
+    for i in range(0, max(0, len(body) - hold + 1)):
+        window = body[i:i + hold]
+        if all(good(r) for r in window):
+            rate = sum(r["orders_per_s"] for r in window) / hold
+            if rate > held:
+                held, held_at = rate, window[0]["t"]
+    broke = next((r for r in body if not good(r)), None)
+    peak = max(body, key=lambda r: r["orders_per_s"]) if body else None
+    result: dict[str, Any] = {
+        "held_orders_per_s": round(held, 1), "held_from_t": held_at, "hold_s": hold,
+        "peak_second_orders_per_s": peak["orders_per_s"] if peak else 0,
+        "broke": None,
+    }
+    if broke is not None:
+        total = broke["requests"] + broke["failures"]
+        why = []
+        if broke["over_target"]:
+            why.append("p99 over target: " + ", ".join(
+                f"{n} {broke['p99_ms'][n]:.0f} ms" for n in broke["over_target"]))
+        if total and broke["failures"] / total > max_error:
+            why.append(f"errors {broke['failures']}/{total}")
+        result["broke"] = {"t": broke["t"], "users": broke["users"],
+                           "orders_per_s": broke["orders_per_s"], "why": "; ".join(why)}
+    return result
+
+
+def write_markdown(report: dict[str, Any], path: Path) -> None:
+    a, s = report["analysis"], report["settings"]
+    lines = [
+        "# rewardcore load test: capacity report", "",
+        f"Command: `{report['command']}`  ",
+        f"Machine: {report['machine']['cpus']} CPUs, load average before "
+        f"{report['machine']['load_before']}, after {report['machine']['load_after']}  ",
+        f"Daemon: `{report['daemon']['backend']}`, exit {report['daemon']['exit']}; "
+        f"Locust users {', '.join(s['users'])}, {s['processes']} process(es)", "",
+        "## Result", "",
+        f"- highest rate held for {a['hold_s']} s with p99 <= {s['p99_ms']:.0f} ms (single) / "
+        f"{s['batch_p99_ms']:.0f} ms (batches) and errors <= {s['max_error']:.1%}: "
+        f"**{a['held_orders_per_s']:,.0f} orders/s**",
+        f"- busiest second: {a['peak_second_orders_per_s']:,} orders answered",
+    ]
+    if a["broke"]:
+        b = a["broke"]
+        lines.append(f"- broke at t = {b['t']} s ({b['users']} users, {b['orders_per_s']:,} "
+                     f"orders/s that second): {b['why']}")
+    else:
+        lines.append("- did not break at this load: raise --peak-users to find the limit")
+    lines += [f"- requests {report['totals']['requests']:,}, failed "
+              f"{report['totals']['failures']:,} (error rate {report['totals']['error_rate']:.3%})",
+              f"- daemon CPU: {report['daemon']['cpu_s']:.1f} s over {report['locust_s']:.1f} s "
+              f"({report['daemon']['cores']:.2f} cores); "
+              f"{report['daemon']['orders_per_cpu_s']:,.0f} orders per daemon CPU-second; "
+              f"redis-server {report['redis']['cpu_s']:.1f} CPU s"]
+    if report["stream"]:
+        st = report["stream"]
+        lines.append(f"- stream: {st['entries']:,} entries, {st['decisions']:,} decisions, "
+                     f"drained {st['drained']} in {st['drain_s']} s after the load stopped")
+    if report["generator_saturated"]:
+        lines.append("- **the load generator ran out of CPU** (Locust warned): the figures "
+                     "are partly Locust's limit, not only the daemon's")
+    lines += ["", "## Per request kind (Locust's stats)", "",
+              "| name | requests | failures | p50 ms | p99 ms | max ms |",
+              "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in report["locust_stats"]:
+        lines.append(f"| {r['name']} | {r['requests']:,} | {r['failures']:,} | "
+                     f"{r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['max_ms']:.0f} |")
+    lines += ["", "## Timeline (per second)", "",
+              "| t s | users | orders/s | requests | failures | p99 ms by kind |",
+              "| ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r in report["seconds"]:
+        p99 = ", ".join(f"{n.split('[')[-1].rstrip(']')}: {v:.0f}"
+                        for n, v in sorted(r["p99_ms"].items()))
+        mark = " **over**" if r["over_target"] else ""
+        lines.append(f"| {r['t']} | {r['users']} | {r['orders_per_s']:,} | {r['requests']:,} "
+                     f"| {r['failures']} | {p99}{mark} |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+# -- command line ---------------------------------------------------------------------------
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--campaign", type=Path, default=DEFAULT_CAMPAIGN)
+    ap.add_argument("--backend", default="memory://",
+                    help="daemon engine: memory:// (default), or 'redis' for the started "
+                         "redis-server (redis://127.0.0.1:PORT/0)")
+    ap.add_argument("--duration", type=float, default=300, help="seconds of the night")
+    ap.add_argument("--peak-users", type=int, default=40)
+    ap.add_argument("--users", nargs="+", default=list(USERS), choices=USERS,
+                    help="Locust user classes (default all three)")
+    ap.add_argument("--order-rate", type=float, default=20, help="requests/s per OrderUser")
+    ap.add_argument("--batch-rate", type=float, default=1, help="requests/s per BatchUser")
+    ap.add_argument("--batch-size", type=int, default=1000)
+    ap.add_argument("--stream-rate", type=float, default=5, help="XADD requests/s per StreamUser")
+    ap.add_argument("--stream-batch", type=int, default=100)
+    ap.add_argument("--stream", default="orders")
+    ap.add_argument("--p99-ms", type=float, default=100, help="p99 target of single orders")
+    ap.add_argument("--batch-p99-ms", type=float, default=1000,
+                    help="p99 target of batch requests (HTTP batches and stream XADDs)")
+    ap.add_argument("--max-error", type=float, default=0.001, help="error rate allowed")
+    ap.add_argument("--hold", type=int, default=0,
+                    help="seconds a rate must hold (default: a tenth of --duration, >= 2)")
+    ap.add_argument("--processes", type=int, default=0,
+                    help="Locust processes (default: 1 on <= 4 CPUs, else CPUs - 3, max 4)")
+    ap.add_argument("--out", type=Path, default=Path("loadtest-report"))
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("loadtest", help="Double-Eleven Locust load test of the daemon, with a "
+                                        "capacity report")
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    from rewardcore.redis_servers import RedisServer
+
+    if args.duration <= 0 or args.peak_users < 1:
+        raise SystemExit("loadtest: --duration and --peak-users must be positive")
+    cpus = os.cpu_count() or 1
+    if not args.processes:
+        args.processes = 1 if cpus <= 4 else min(4, cpus - 3)
+    hold = args.hold or max(2, int(args.duration / 10))
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("timeline.*.json"):
+        old.unlink()
+    token = os.urandom(12).hex()
+    load_before = [round(x, 2) for x in os.getloadavg()]
+
+    server = RedisServer().start()
+    daemon = None
+    try:
+        backend = server.url if args.backend == "redis" else args.backend
+        stream_url = None
+        if "StreamUser" in args.users:
+            stream_url = (f"redis-stream://127.0.0.1:{server.port}/{args.stream}"
+                          f"?group=rewardcore&batch=1000&block=200")
+        daemon, port, log = start_daemon(args, out, backend, stream_url, token)
+        cpu0, rcpu0 = cpu_seconds(daemon.pid), cpu_seconds(server.proc.pid)  # type: ignore[union-attr]
+        t0 = time.monotonic()
+        code, text = run_locust(args, out, port, token, server.url)
+        locust_s = time.monotonic() - t0
+        stream = drain_stream(server.url, args.stream, "rewardcore", 60) if stream_url else {}
+        cpu = cpu_seconds(daemon.pid) - cpu0
+        rcpu = cpu_seconds(server.proc.pid) - rcpu0  # type: ignore[union-attr]
+        exit_code = stop_daemon(daemon)
+        daemon = None
+    finally:
+        if daemon is not None:
+            stop_daemon(daemon)
+        server.close()
+
+    if code != 0:
+        raise SystemExit(f"loadtest: locust exited {code}:\n{text[-3000:]}")
+    targets = {"single": args.p99_ms, "batch": args.batch_p99_ms}
+    timeline = load_timeline(out)
+    rows = seconds_table(timeline, load_users(out), targets)
+    stats = load_stats(out)
+    agg = next((r for r in stats if r["name"] == "Aggregated"), None)
+    requests = agg["requests"] if agg else 0
+    failures = agg["failures"] if agg else 0
+    orders_done = sum(len(c["ms"]) * orders_of(n) for cells in timeline.values()
+                      for n, c in cells.items())
+    report = {
+        "command": " ".join(["python", "loadtests/run.py", *sys.argv[1:]])
+        if Path(sys.argv[0]).name == "run.py" else " ".join(["rewardcore", *sys.argv[1:]]),
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+                     if k != "func"} | {"hold": hold},
+        "machine": {"cpus": cpus, "load_before": load_before,
+                    "load_after": [round(x, 2) for x in os.getloadavg()]},
+        "daemon": {"backend": args.backend, "exit": exit_code, "cpu_s": round(cpu, 2),
+                   "cores": round(cpu / locust_s, 2) if locust_s else 0.0,
+                   "orders_per_cpu_s": round(orders_done / cpu, 1) if cpu else 0.0},
+        "redis": {"cpu_s": round(rcpu, 2)},
+        "locust_s": round(locust_s, 2),
+        "orders_answered": orders_done,
+        "totals": {"requests": requests, "failures": failures,
+                   "error_rate": failures / requests if requests else 0.0},
+        "generator_saturated": "CPU usage above" in text or "CPU usage was too high" in text,
+        "stream": stream,
+        "analysis": analyse(rows, hold, args.max_error),
+        "locust_stats": stats,
+        "seconds": rows,
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_markdown(report, out / "report.md")
+    a = report["analysis"]
+    broke = (f"broke at t={a['broke']['t']} s: {a['broke']['why']}" if a["broke"]
+             else "did not break")
+    print(f"loadtest: held {a['held_orders_per_s']:,.0f} orders/s for {hold} s; {broke}; "
+          f"requests {requests:,}, failed {failures:,}; report {out / 'report.md'}")
+    return 0 if exit_code == 0 and requests else 1
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT / "src"))
+    raise SystemExit(main())
