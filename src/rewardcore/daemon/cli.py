@@ -1,0 +1,77 @@
+"""`rewardcore serve`: the argument parser. The server itself loads only when it runs."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from ..errors import RewardcoreError
+from .config import DaemonConfig, parse_http, parse_size, parse_stream_url
+
+
+def register(subparsers: Any) -> None:
+    """Add the `serve` subcommand (listed in rewardcore.cli._COMMAND_MODULES)."""
+    p = subparsers.add_parser(
+        "serve", help="run the ingest daemon: HTTP API and Redis Streams consumer",
+        description="Run the ingest daemon (docs/daemon.md).")
+    p.add_argument("--campaign", required=True, help="campaign TOML file")
+    p.add_argument("--backend", default="memory://",
+                   help="engine URL: memory:// (default), redis://host:port/0, ...")
+    p.add_argument("--http", default="127.0.0.1:8080", metavar="HOST:PORT",
+                   help="where the HTTP API listens (default 127.0.0.1:8080; port 0: any)")
+    p.add_argument("--source", metavar="URL",
+                   help="also consume redis-stream://host:port/STREAM?group=G[&consumer=C...]")
+    p.add_argument("--token", default=None,
+                   help="bearer token for /v1 (default: $REWARDCORE_TOKEN, which keeps it out "
+                        "of the process list)")
+    p.add_argument("--max-body", default="16MiB",
+                   help="largest request body; larger ones get 413 (default 16MiB)")
+    p.add_argument("--max-batch", type=int, default=8192,
+                   help="most events merged into one engine call (default 8192)")
+    p.add_argument("--grace", type=float, default=10.0,
+                   help="seconds to finish in-flight work on SIGTERM/SIGINT (default 10)")
+    p.add_argument("--dead-letters", default="dead-letters.jsonl",
+                   help="JSON-lines file rejected events are appended to, created on the "
+                        "first (default dead-letters.jsonl)")
+    p.add_argument("--state-out", help="write the exported state here on a clean stop")
+    p.add_argument("--engine-thread", choices=("auto", "on", "off"), default="auto",
+                   help="run engine calls on a dedicated thread (auto: for engines that do "
+                        "network I/O, i.e. all but memory:// and reference://)")
+    p.set_defaults(func=cmd_serve)
+
+
+def config_from_args(args: argparse.Namespace) -> DaemonConfig:
+    token = args.token or os.environ.get("REWARDCORE_TOKEN", "")
+    if not token:
+        raise RewardcoreError("serve: a bearer token is required for /v1: set REWARDCORE_TOKEN "
+                              "or pass --token")
+    if args.max_batch < 1:
+        raise RewardcoreError("serve: --max-batch must be at least 1")
+    if args.grace < 0:
+        raise RewardcoreError("serve: --grace must be >= 0")
+    host, port = parse_http(args.http)
+    return DaemonConfig(
+        campaign=args.campaign, backend=args.backend, host=host, port=port, token=token,
+        source=parse_stream_url(args.source) if args.source else None,
+        max_body=parse_size(args.max_body), max_batch=args.max_batch, grace=args.grace,
+        dead_letters=args.dead_letters, state_out=args.state_out,
+        engine_thread=args.engine_thread,
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .logs import log, setup_logging
+
+    setup_logging()
+    try:
+        cfg = config_from_args(args)
+        try:
+            from .server import run
+        except ImportError as exc:
+            raise RewardcoreError(f"serve needs the serve extra ({exc.name} is missing): "
+                                  "pip install 'rewardcore[serve]'") from None
+    except RewardcoreError as exc:
+        log.error("error", extra={"fields": {"error": str(exc), "exit": 2}})
+        return 2
+    return run(cfg)

@@ -1,0 +1,133 @@
+"""Daemon settings and the parsing of its addresses: `--http HOST:PORT` and the
+`redis-stream://` source URL."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from ..errors import ConfigError
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2,
+               "mib": 1024**2, "g": 1024**3, "gb": 1024**3, "gib": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """A byte count such as "16MiB", "512k" or "1048576" (units are powers of 1024)."""
+    s = text.strip().lower()
+    digits = s.rstrip("abgikm")
+    unit = s[len(digits):]
+    try:
+        value = int(digits.strip())
+    except ValueError:
+        raise ConfigError(f"size {text!r}: expected a number of bytes such as 16MiB") from None
+    if unit not in _SIZE_UNITS or value <= 0:
+        raise ConfigError(f"size {text!r}: expected a positive number of bytes such as 16MiB")
+    return value * _SIZE_UNITS[unit]
+
+
+def parse_http(text: str) -> tuple[str, int]:
+    """`HOST:PORT` (IPv6 hosts in brackets); port 0 lets the OS pick one."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"--http {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
+    host = host.strip("[]") or "127.0.0.1"
+    return host, int(port)
+
+
+@dataclass(frozen=True)
+class StreamSource:
+    """Where the stream consumer reads, writes and dead-letters (see docs/daemon.md)."""
+
+    host: str
+    port: int
+    db: int
+    username: str | None
+    password: str | None
+    stream: str
+    group: str
+    consumer: str
+    out: str  # decisions stream
+    dead: str  # dead-letter stream
+    batch: int  # entries per XREADGROUP / XAUTOCLAIM
+    block_ms: int  # XREADGROUP BLOCK; also bounds how long a stop waits for a read
+    claim_idle_ms: int  # an entry pending this long belongs to a dead consumer
+    claim_every_ms: int  # how often XAUTOCLAIM runs
+    max_deliveries: int  # an entry delivered more often than this is dead-lettered
+    start: str  # where a new group starts: "0" (the whole stream) or "$" (new entries)
+    maxlen: int  # approximate cap on the decisions and dead-letter streams; 0 = none
+
+    def redacted(self) -> str:
+        """The URL without its password, for logs."""
+        auth = f"{self.username or ''}:***@" if self.password else ""
+        return (f"redis-stream://{auth}{self.host}:{self.port}/{self.stream}"
+                f"?group={self.group}&consumer={self.consumer}")
+
+
+_STREAM_INTS = {"db": 0, "batch": 256, "block": 1000, "claim_idle": 30_000, "claim_every": 5_000,
+                "max_deliveries": 5, "maxlen": 0}
+
+
+def parse_stream_url(url: str) -> StreamSource:
+    """`redis-stream://[user:pass@]host:port/STREAM?group=G[&consumer=C&...]`."""
+    parts = urlsplit(url)
+    if parts.scheme != "redis-stream":
+        raise ConfigError(f"--source {url!r}: expected redis-stream://host:port/STREAM?group=G")
+    stream = unquote(parts.path.lstrip("/"))
+    if not stream:
+        raise ConfigError(f"--source {url!r}: the stream name (the URL's path) is missing")
+    query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+    known = {"group", "consumer", "out", "dead", "start", *_STREAM_INTS}
+    unknown = sorted(set(query) - known)
+    if unknown:
+        raise ConfigError(f"--source {url!r}: unknown parameter {unknown[0]!r}; "
+                          f"expected {', '.join(sorted(known))}")
+    group = query.get("group")
+    if not group:
+        raise ConfigError(f"--source {url!r}: group=NAME is required (the consumer group)")
+    ints: dict[str, int] = {}
+    for name, default in _STREAM_INTS.items():
+        try:
+            ints[name] = int(query.get(name, default))
+        except ValueError:
+            raise ConfigError(f"--source {url!r}: {name} must be an integer") from None
+        if ints[name] < 0 or (ints[name] == 0 and name in ("batch", "max_deliveries")):
+            raise ConfigError(f"--source {url!r}: {name} must be positive")
+    start = query.get("start", "0")
+    if start not in ("0", "$"):
+        raise ConfigError(f"--source {url!r}: start must be 0 (whole stream) or $ (new entries)")
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        raise ConfigError(f"--source {url!r}: the port is not a number") from None
+    return StreamSource(
+        host=parts.hostname or "127.0.0.1", port=port, db=ints["db"],
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        stream=stream, group=group,
+        consumer=query.get("consumer") or f"{socket.gethostname()}-{os.getpid()}",
+        out=query.get("out") or f"{stream}:decisions",
+        dead=query.get("dead") or f"{stream}:dead",
+        batch=ints["batch"], block_ms=ints["block"], claim_idle_ms=ints["claim_idle"],
+        claim_every_ms=ints["claim_every"], max_deliveries=ints["max_deliveries"],
+        start=start, maxlen=ints["maxlen"],
+    )
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    campaign: str
+    backend: str = "memory://"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    token: str = ""
+    source: StreamSource | None = None
+    max_body: int = 16 * 1024**2
+    max_batch: int = 8192  # events merged into one engine call
+    grace: float = 10.0  # seconds to finish in-flight work on SIGTERM
+    dead_letters: str = "dead-letters.jsonl"
+    dead_letters_kept: int = 1000  # recent dead letters kept in memory for GET /v1/dead-letters
+    state_out: str | None = None
+    engine_thread: str = "auto"  # auto | on | off: run engine calls in a dedicated thread
