@@ -28,6 +28,7 @@ cdef extern from "shm_sync.h":
         RC_SHM_N_OFFSETS
         RC_SHM_TRANSIENT
         RC_SHM_DURABLE
+        RC_SHM_SPARSE
     ctypedef struct pthread_mutex_t:
         pass
     ctypedef struct rc_shm_header:
@@ -81,70 +82,3 @@ ctypedef struct ShmRec:
     PyObject *order          # order id (redemption id for a redeem)
     PyObject *who
     PyObject *event
-
-
-cdef class ShmCore:
-    # campaign settings
-    cdef object campaign
-    cdef int64_t starts, ends, min_paid, budget, cap, region_cap
-    cdef bint releases, settle_placed, pays_merchant
-    cdef Py_ssize_t n_regions
-    cdef cnp.ndarray a_rkeys, a_rvals, a_codes, a_slots, a_tier_off, a_tier_upto, a_tier_points
-    cdef cnp.ndarray a_heap_off
-    cdef int64_t *rkeys
-    cdef int32_t *rvals
-    cdef uint64_t rmask
-    cdef int64_t *codes
-    cdef int32_t *slots
-    cdef int32_t *tier_off
-    cdef int32_t *tier_upto
-    cdef int32_t *tier_points
-    cdef int64_t *heap_off
-    cdef dict prize_index
-    cdef list prize_costs
-    # the segment
-    cdef Py_buffer view
-    cdef bint has_view
-    cdef char *base
-    cdef rc_shm_header *h
-    cdef int32_t *used
-    cdef int32_t *taken
-    cdef int32_t *heap_len
-    cdef int32_t *heap
-    cdef rc_fpslot *orders
-    cdef uint64_t omask
-    cdef rc_fpslot *btab
-    cdef uint64_t bmask
-    cdef int32_t *held
-    cdef int64_t *pending
-    cdef int64_t *confirmed
-    cdef int64_t *redeemed
-    cdef int64_t *bname_off
-    cdef int32_t *bname_len
-    cdef int64_t *pkeys
-    cdef int32_t *pvals
-    cdef uint64_t pmask
-    cdef int32_t *c_row
-    cdef int32_t *c_slot
-    cdef int32_t *c_points
-    cdef int32_t *c_bene
-    cdef uint8_t *c_state
-    cdef int64_t *c_ts
-    cdef int64_t *c_ooff
-    cdef int32_t *c_olen
-    cdef rc_fpslot *rtab
-    cdef uint64_t rtmask
-    cdef int32_t *r_outcome
-    cdef int64_t *r_cost
-    cdef int64_t *r_idoff
-    cdef int32_t *r_idlen
-    cdef int64_t *stock
-    cdef uint8_t *arena
-    # lock state of this process
-    cdef bint locked
-    cdef uint64_t t_locked
-    # pass one scratch and what the prepared batch may need
-    cdef cnp.ndarray a_recs
-    cdef ShmRec *recs
-    cdef Py_ssize_t n_prepared
-    cdef Py_ssize_t need_orders, need_placed, need_redeem, need_arena

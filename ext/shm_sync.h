@@ -54,8 +54,9 @@ typedef struct {
     pthread_mutex_t mutex __attribute__((aligned(64)));
 } rc_shm_header;
 
-#define RC_SHM_TRANSIENT 1u
-#define RC_SHM_DURABLE 2u
+#define RC_SHM_TRANSIENT 1u  /* removed when the last attached process closes it */
+#define RC_SHM_DURABLE 2u    /* every batch is logged to a directory first */
+#define RC_SHM_SPARSE 4u     /* pages are not reserved: zero by punching holes */
 
 static inline uint64_t rc_now_ns(void) {
     struct timespec ts;

@@ -53,6 +53,11 @@ ENGINE_URLS: dict[str, Callable[[pytest.FixtureRequest], str]] = {
     "memory": lambda request: "memory://",
     "redis": lambda request: request.getfixturevalue("redis_url"),
     "redis-cluster": lambda request: request.getfixturevalue("redis_cluster_url"),
+    # a private segment per engine, removed when it closes
+    "shm": lambda request: "shm://?orders=4096",
+    # the durable memory engine (write-ahead log and snapshots) in the test's directory
+    "memory-durable": lambda request: (
+        f"memory://{request.getfixturevalue('tmp_path')}/state?fsync=none"),
 }
 
 

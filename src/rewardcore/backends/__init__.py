@@ -25,6 +25,7 @@ _BACKENDS: dict[str, str] = {
     "rediss": "rewardcore.backends.redis:RedisEngine",
     "redis+cluster": "rewardcore.backends.redis:RedisClusterEngine",
     "rediss+cluster": "rewardcore.backends.redis:RedisClusterEngine",
+    "shm": "rewardcore.backends.shm:ShmEngine",
 }
 
 

@@ -40,10 +40,14 @@ class MemoryEngine(Engine):
     @classmethod
     def from_url(cls, campaign: Campaign, url: str) -> Engine:
         parts = urlsplit(url)
+        if not parts.netloc and parts.path not in ("", "/"):
+            from .durable import DurableEngine  # memory:///path/to/dir: durable mode
+
+            return DurableEngine.from_url(campaign, url)
         if parts.netloc or parts.path not in ("", "/"):
             raise ConfigError(
                 f"backend URL {url!r}: memory:// takes no host or path (durable mode is "
-                "memory:///path/to/dir where that backend is installed)"
+                "memory:///path/to/dir: three slashes, an absolute path)"
             )
         query = parse_qs(parts.query)
         return cls(campaign, _int_param(url, query, "orders", 0))

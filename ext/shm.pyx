@@ -1,0 +1,1346 @@
+# cython: language_level=3
+"""The shared-memory claim engine: DESIGN.md's rules over arrays in one shared segment.
+
+Several worker processes on one host attach the same segment (multiprocessing.shared_memory)
+and claim from the same regions. Every array and counter of the claim state lives in the
+segment, strings too (order ids of claims, beneficiary names, redemption ids, in a bytes
+arena), so any process can export the whole state.
+
+Concurrency: one robust, process-shared pthread mutex in the segment header (shm_sync.h).
+A batch is applied in two passes like the memory engine's: pass one (read the Struct
+fields, validate, hash ids, look up the region, decide the checks that need no state) runs
+outside the lock, in parallel in every worker; pass two (the table and counter changes)
+runs under it. The lock is taken once per batch, so its cost is a few hundred nanoseconds
+per several thousand events; bench/bench_shm.py measures the time it is held and waited for.
+
+The semantics mirror ext/engine.pyx exactly (same order of checks, same fingerprints, the
+smallest released slot first); the capacities are fixed when the segment is created, and
+a batch that could overflow one is refused before it changes anything.
+
+Layout: a header (rc_shm_header) then the arrays, each at the offset the header records:
+  used, taken, heap_len per region row; heap (released slots, per-row slices)
+  orders       rc_fpslot[otab]: order fingerprint -> -1 placed, -2 tombstone, c+1 claim c
+  btab         beneficiary fingerprint -> index+1; per index held, pending, confirmed,
+               redeemed and the name (arena offset, bytes | kind << 28)
+  pkeys/pvals  (beneficiary << 32 | row) -> held + 1, used when the per-region cap is set
+  claims       row, slot, points, beneficiary, state, ts, order id (arena offset, length)
+  rtab         redemption fingerprint -> index+1; per index outcome, cost, id
+  stock        units left per prize
+  arena        the bytes of every string above, appended
+"""
+
+from cpython.buffer cimport PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.object cimport PyObject, PyTypeObject
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.string cimport memchr, memcmp, memcpy, memset
+
+cimport numpy as cnp
+import numpy as np
+
+from shm cimport *  # ext/shm.pxd: the C declarations (tables, lock, router, pass-one record)
+
+cnp.import_array()
+
+cdef extern from "<errno.h>":
+    enum:
+        EOWNERDEAD
+
+cdef extern from "<sys/mman.h>":
+    enum:
+        MADV_REMOVE
+    int madvise(void *addr, size_t length, int advice) nogil
+
+
+cdef void _zero_bytes(char *p, size_t n, bint sparse) noexcept:
+    """memset(p, 0, n); in a sparse segment large page-aligned stretches are punched out of
+    its tmpfs file instead: zeroing a big, mostly unused table must not allocate it."""
+    cdef size_t page = 4096
+    cdef size_t a = <size_t> p
+    cdef size_t lo = (a + page - 1) & ~(page - 1)
+    cdef size_t hi = (a + n) & ~(page - 1)
+    if sparse and n >= (1 << 20) and hi > lo:
+        memset(p, 0, lo - a)
+        memset(<char *> hi, 0, a + n - hi)
+        if madvise(<void *> lo, hi - lo, MADV_REMOVE) == 0:
+            return
+        memset(<char *> lo, 0, hi - lo)
+    else:
+        memset(p, 0, n)
+
+cdef extern from "Python.h":
+    ctypedef struct PyMemberDef:
+        const char *name
+        int type
+        Py_ssize_t offset
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef *d_member
+    bint PyUnicode_CheckExact(PyObject *o)
+    bint PyLong_CheckExact(PyObject *o)
+    Py_ssize_t PyUnicode_GET_LENGTH(PyObject *o)
+    int PyUnicode_KIND(PyObject *o)
+    void *PyUnicode_DATA(PyObject *o)
+    object PyUnicode_FromKindAndData(int kind, const void *buffer, Py_ssize_t size)
+    long long PyLong_AsLongLongAndOverflow(PyObject *o, int *overflow)
+    PyTypeObject *Py_TYPE(PyObject *o)
+
+from rewardcore.events import Closed, Completed, Placed, Redeem
+
+# Outcome codes (rewardcore.outcomes.Outcome; tests check they agree).
+cdef enum:
+    AWARDED = 0
+    DUPLICATE = 1
+    CLOSED = 2
+    OUTSIDE_WINDOW = 3
+    NO_REWARD_REGION = 4
+    BELOW_MIN_PAID = 5
+    BENEFICIARY_CAP = 6
+    BENEFICIARY_REGION_CAP = 7
+    SOLD_OUT = 8
+    BUDGET_EXHAUSTED = 9
+    REVOKED = 10
+    TOMBSTONED = 11
+    CONFIRMED = 12
+    UNCHANGED = 13
+    REDEEMED = 14
+    UNKNOWN_PRIZE = 15
+    INSUFFICIENT_POINTS = 16
+    OUT_OF_STOCK = 17
+    N_OUTCOMES = 18
+
+OUTCOME_CODES = {
+    "AWARDED": AWARDED, "DUPLICATE": DUPLICATE, "CLOSED": CLOSED,
+    "OUTSIDE_WINDOW": OUTSIDE_WINDOW, "NO_REWARD_REGION": NO_REWARD_REGION,
+    "BELOW_MIN_PAID": BELOW_MIN_PAID, "BENEFICIARY_CAP": BENEFICIARY_CAP,
+    "BENEFICIARY_REGION_CAP": BENEFICIARY_REGION_CAP, "SOLD_OUT": SOLD_OUT,
+    "BUDGET_EXHAUSTED": BUDGET_EXHAUSTED, "REVOKED": REVOKED, "TOMBSTONED": TOMBSTONED,
+    "CONFIRMED": CONFIRMED, "UNCHANGED": UNCHANGED, "REDEEMED": REDEEMED,
+    "UNKNOWN_PRIZE": UNKNOWN_PRIZE, "INSUFFICIENT_POINTS": INSUFFICIENT_POINTS,
+    "OUT_OF_STOCK": OUT_OF_STOCK,
+}
+
+cdef enum:
+    ORDER_PLACED = -1
+    ORDER_TOMBSTONE = -2
+
+cdef enum:
+    PENDING = 0
+    CONFIRMED_STATE = 1
+    REVOKED_STATE = 2
+CLAIM_STATE_NAMES = ("pending", "confirmed", "revoked")
+
+cdef enum:
+    K_PLACED = 0
+    K_CLOSED = 1
+    K_COMPLETED = 2
+    K_REDEEM = 3
+
+# Array slots of rc_shm_header.off, in layout order.
+cdef enum:
+    A_USED = 0
+    A_TAKEN
+    A_HEAP_LEN
+    A_HEAP
+    A_ORDERS
+    A_BTAB
+    A_HELD
+    A_PENDING
+    A_CONFIRMED
+    A_REDEEMED
+    A_BNAME_OFF
+    A_BNAME_LEN
+    A_PKEYS
+    A_PVALS
+    A_C_ROW
+    A_C_SLOT
+    A_C_POINTS
+    A_C_BENE
+    A_C_STATE
+    A_C_TS
+    A_C_OOFF
+    A_C_OLEN
+    A_RTAB
+    A_R_OUTCOME
+    A_R_COST
+    A_R_IDOFF
+    A_R_IDLEN
+    A_STOCK
+    A_ARENA
+    N_ARRAYS
+
+ARRAY_NAMES = (
+    "used", "taken", "heap_len", "heap", "orders", "btab", "held", "pending", "confirmed",
+    "redeemed", "bname_off", "bname_len", "pkeys", "pvals", "c_row", "c_slot", "c_points",
+    "c_bene", "c_state", "c_ts", "c_ooff", "c_olen", "rtab", "r_outcome", "r_cost",
+    "r_idoff", "r_idlen", "stock", "arena",
+)
+# numpy dtype of each array; a fingerprint slot is two uint64 words
+ARRAY_DTYPES = (
+    "i4", "i4", "i4", "i4", "u8", "u8", "i4", "i8", "i8", "i8", "i8", "i4", "i8", "i4",
+    "i4", "i4", "i4", "i4", "u1", "i8", "i8", "i4", "u8", "i4", "i8", "i8", "i4", "i8", "u1",
+)
+# what sets each array's length: a key of the caps dict (see layout())
+ARRAY_LENGTHS = (
+    "regions", "regions", "regions", "heap", "otab", "btab", "beneficiaries", "beneficiaries",
+    "beneficiaries", "beneficiaries", "beneficiaries", "beneficiaries", "ptab", "ptab",
+    "claims", "claims", "claims", "claims", "claims", "claims", "claims", "claims", "rtab",
+    "redemptions", "redemptions", "redemptions", "redemptions", "prizes", "arena",
+)
+ARRAY_ITEMS = (4, 4, 4, 4, 16, 16, 4, 8, 8, 8, 8, 4, 8, 4, 4, 4, 4, 4, 1, 8, 8, 4, 16, 4, 8,
+               8, 4, 8, 1)
+
+HEADER_BYTES = (sizeof(rc_shm_header) + 4095) // 4096 * 4096
+MAX_PARTS = RC_SHM_MAX_PARTS
+MAX_PIDS = RC_SHM_MAX_PIDS
+# a string's length word: bytes | kind << 28 (ids are at most 256 characters)
+cdef enum:
+    KIND_SHIFT = 28
+    LEN_MASK = (1 << 28) - 1
+
+
+def layout(dict caps):
+    """(total bytes, offsets) of a segment whose array lengths `caps` gives (see ARRAY_LENGTHS)."""
+    offsets = []
+    cdef int64_t pos = HEADER_BYTES
+    for k in range(N_ARRAYS):
+        pos = (pos + 63) // 64 * 64
+        offsets.append(pos)
+        pos += max(int(caps[ARRAY_LENGTHS[k]]), 1) * ARRAY_ITEMS[k]
+    return (pos + 4095) // 4096 * 4096, offsets
+
+
+FLAG_TRANSIENT = RC_SHM_TRANSIENT
+FLAG_DURABLE = RC_SHM_DURABLE
+FLAG_SPARSE = RC_SHM_SPARSE
+
+
+def header_info(buffer):
+    """What the header of a segment says, without knowing its campaign (for shm-ls, shm-rm);
+    None when it is not a rewardcore segment."""
+    cdef Py_buffer v
+    cdef rc_shm_header *h
+    PyObject_GetBuffer(buffer, &v, 0)
+    try:
+        if v.len < <Py_ssize_t> sizeof(rc_shm_header):
+            return None
+        h = <rc_shm_header *> v.buf
+        if h.magic != RC_SHM_MAGIC:
+            return None
+        return {
+            "version": h.version, "ready": rc_is_ready(h) == 1, "bytes": h.total_size,
+            "flags": h.flags, "poisoned": bool(h.poisoned),
+            "pids": [h.pids[k] for k in range(RC_SHM_MAX_PIDS) if h.pids[k] != 0],
+            "orders": h.n_orders, "claims": h.n_claims, "beneficiaries": h.n_bene,
+            "redemptions": h.n_red, "wal": (h.wal_gen, h.wal_bytes, h.wal_seq),
+        }
+    finally:
+        PyBuffer_Release(&v)
+
+
+def segment_ready(buffer):
+    """True once the creator of the segment behind `buffer` has laid it out."""
+    cdef Py_buffer v
+    PyObject_GetBuffer(buffer, &v, 0)
+    try:
+        if v.len < <Py_ssize_t> sizeof(rc_shm_header):
+            return False
+        return rc_is_ready(<rc_shm_header *> v.buf) == 1
+    finally:
+        PyBuffer_Release(&v)
+
+
+cdef Py_ssize_t _member_offset(object cls, str name) except -1:
+    """Where a Struct field sits in the instance (msgspec keeps fields as members)."""
+    descr = cls.__dict__[name]
+    if type(descr).__name__ != "member_descriptor":
+        raise ImportError(f"{cls.__name__}.{name} is not a member descriptor; msgspec changed")
+    return (<PyMemberDescrObject *> <PyObject *> descr).d_member.offset
+
+
+cdef PyTypeObject *T_PLACED = <PyTypeObject *> Placed
+cdef PyTypeObject *T_CLOSED = <PyTypeObject *> Closed
+cdef PyTypeObject *T_COMPLETED = <PyTypeObject *> Completed
+cdef PyTypeObject *T_REDEEM = <PyTypeObject *> Redeem
+cdef Py_ssize_t F_P_ORDER = _member_offset(Placed, "order_id")
+cdef Py_ssize_t F_P_MERCHANT = _member_offset(Placed, "merchant_id")
+cdef Py_ssize_t F_P_AGENT = _member_offset(Placed, "agent_id")
+cdef Py_ssize_t F_P_REGION = _member_offset(Placed, "region")
+cdef Py_ssize_t F_P_PAID = _member_offset(Placed, "paid_cents")
+cdef Py_ssize_t F_P_TS = _member_offset(Placed, "ts")
+cdef Py_ssize_t F_C_ORDER = _member_offset(Closed, "order_id")
+cdef Py_ssize_t F_D_ORDER = _member_offset(Completed, "order_id")
+cdef Py_ssize_t F_R_ID = _member_offset(Redeem, "redemption_id")
+cdef Py_ssize_t F_R_PRIZE = _member_offset(Redeem, "prize")
+cdef Py_ssize_t F_R_QTY = _member_offset(Redeem, "qty")
+
+
+cdef inline PyObject *_member(PyObject *ev, Py_ssize_t off) noexcept:
+    return (<PyObject **> ((<char *> ev) + off))[0]
+
+
+cdef int _need_str(PyObject *v, str name, Py_ssize_t i) except -1:
+    if v == NULL or not PyUnicode_CheckExact(v):
+        raise TypeError(f"event {i}: field {name!r} must be a str")
+    return 0
+
+
+cdef int64_t _need_int(PyObject *v, str name, Py_ssize_t i) except? -1:
+    cdef int overflow = 0
+    cdef long long x
+    if v == NULL or not PyLong_CheckExact(v):
+        raise TypeError(f"event {i}: field {name!r} must be an int")
+    x = PyLong_AsLongLongAndOverflow(v, &overflow)
+    if overflow:
+        raise OverflowError(f"event {i}: field {name!r} does not fit in int64")
+    return x
+
+
+cdef inline void _fingerprint(PyObject *s, uint64_t *fp, uint32_t *fp2) noexcept:
+    cdef int kind = PyUnicode_KIND(s)
+    rc_hash_bytes(PyUnicode_DATA(s), <size_t> (PyUnicode_GET_LENGTH(s) * kind), kind, fp, fp2)
+
+
+cdef inline Py_ssize_t _str_bytes(PyObject *s) noexcept:
+    return PyUnicode_GET_LENGTH(s) * PyUnicode_KIND(s)
+
+
+class CapacityError(Exception):
+    """A batch could overflow a capacity fixed when the segment was created."""
+
+
+class StateError(Exception):
+    """The segment is not one this process can use (layout, campaign, locking)."""
+
+
+cdef class ShmCore:
+    """Claim state of one campaign in a shared segment; see the module docstring."""
+
+    # campaign settings
+    cdef object campaign
+    cdef int64_t starts, ends, min_paid, budget, cap, region_cap
+    cdef bint releases, settle_placed, pays_merchant
+    cdef Py_ssize_t n_regions
+    cdef cnp.ndarray a_rkeys, a_rvals, a_codes, a_slots, a_tier_off, a_tier_upto, a_tier_points
+    cdef cnp.ndarray a_heap_off
+    cdef int64_t *rkeys
+    cdef int32_t *rvals
+    cdef uint64_t rmask
+    cdef int64_t *codes
+    cdef int32_t *slots
+    cdef int32_t *tier_off
+    cdef int32_t *tier_upto
+    cdef int32_t *tier_points
+    cdef int64_t *heap_off
+    cdef dict prize_index
+    cdef list prize_costs
+    # the segment
+    cdef Py_buffer view
+    cdef bint has_view
+    cdef char *base
+    cdef rc_shm_header *h
+    cdef int32_t *used
+    cdef int32_t *taken
+    cdef int32_t *heap_len
+    cdef int32_t *heap
+    cdef rc_fpslot *orders
+    cdef uint64_t omask
+    cdef rc_fpslot *btab
+    cdef uint64_t bmask
+    cdef int32_t *held
+    cdef int64_t *pending
+    cdef int64_t *confirmed
+    cdef int64_t *redeemed
+    cdef int64_t *bname_off
+    cdef int32_t *bname_len
+    cdef int64_t *pkeys
+    cdef int32_t *pvals
+    cdef uint64_t pmask
+    cdef int32_t *c_row
+    cdef int32_t *c_slot
+    cdef int32_t *c_points
+    cdef int32_t *c_bene
+    cdef uint8_t *c_state
+    cdef int64_t *c_ts
+    cdef int64_t *c_ooff
+    cdef int32_t *c_olen
+    cdef rc_fpslot *rtab
+    cdef uint64_t rtmask
+    cdef int32_t *r_outcome
+    cdef int64_t *r_cost
+    cdef int64_t *r_idoff
+    cdef int32_t *r_idlen
+    cdef int64_t *stock
+    cdef uint8_t *arena
+    # lock state of this process
+    cdef bint locked
+    cdef uint64_t t_locked
+    # pass one scratch and what the prepared batch may need
+    cdef cnp.ndarray a_recs
+    cdef ShmRec *recs
+    cdef Py_ssize_t n_prepared
+    cdef Py_ssize_t need_orders, need_placed, need_redeem, need_arena
+
+    def __init__(self, campaign, buffer, bint create, dict caps=None, uint64_t campaign_fp=0,
+                 uint32_t flags=0):
+        self.has_view = False
+        self.locked = False
+        self.n_prepared = 0
+        self.campaign = campaign
+        info = campaign.info
+        self.starts, self.ends = campaign.starts_ms, campaign.ends_ms
+        self.min_paid = info.min_paid_cents
+        self.budget = info.budget_points
+        self.cap = info.max_claims_per_beneficiary
+        self.region_cap = info.max_claims_per_beneficiary_per_region
+        self.releases = campaign.releases
+        self.settle_placed = campaign.settles_on_placed
+        self.pays_merchant = campaign.pays_merchant
+        self.n_regions = len(campaign.regions)
+        self.prize_index = {p.id: k for k, p in enumerate(campaign.prizes)}
+        self.prize_costs = [p.cost_points for p in campaign.prizes]
+
+        # Campaign tables are constants: each process builds its own copy.
+        self.a_codes = np.ascontiguousarray(campaign.region_codes, dtype=np.int64)
+        self.a_slots = np.ascontiguousarray(campaign.region_slots, dtype=np.int32)
+        self.a_tier_off = np.ascontiguousarray(campaign.tier_offsets, dtype=np.int32)
+        self.a_tier_upto = np.ascontiguousarray(campaign.tier_upto, dtype=np.int32)
+        self.a_tier_points = np.ascontiguousarray(campaign.tier_points, dtype=np.int32)
+        cdef uint64_t cap = 16
+        while cap < <uint64_t> (4 * self.n_regions):
+            cap <<= 1
+        self.a_rkeys = np.zeros(cap, np.int64)
+        self.a_rvals = np.zeros(cap, np.int32)
+        self.rmask = cap - 1
+        self.rkeys = <int64_t *> self.a_rkeys.data
+        self.rvals = <int32_t *> self.a_rvals.data
+        self.codes = <int64_t *> self.a_codes.data
+        self.slots = <int32_t *> self.a_slots.data
+        self.tier_off = <int32_t *> self.a_tier_off.data
+        self.tier_upto = <int32_t *> self.a_tier_upto.data
+        self.tier_points = <int32_t *> self.a_tier_points.data
+        cdef Py_ssize_t row
+        cdef uint64_t i
+        for row in range(self.n_regions):
+            i = rc_int_probe(self.rkeys, self.rvals, self.rmask, self.codes[row])
+            self.rkeys[i] = self.codes[row]
+            self.rvals[i] = row + 1
+        heap_sizes = self.a_slots.astype(np.int64) if self.releases else np.zeros(self.n_regions, np.int64)
+        self.a_heap_off = np.zeros(self.n_regions + 1, np.int64)
+        np.cumsum(heap_sizes, out=self.a_heap_off[1:])
+        self.heap_off = <int64_t *> self.a_heap_off.data
+        heap_total = int(self.a_heap_off[self.n_regions])
+        self.a_recs = np.zeros(0, np.uint8)
+        self.recs = NULL
+
+        PyObject_GetBuffer(buffer, &self.view, PyBUF_WRITABLE)
+        self.has_view = True
+        self.base = <char *> self.view.buf
+        self.h = <rc_shm_header *> self.base
+        cdef rc_shm_header *h = self.h
+        if create:
+            caps = dict(caps, regions=self.n_regions, heap=heap_total,
+                        prizes=len(campaign.prizes))
+            total, offsets = layout(caps)
+            if total > self.view.len:
+                raise StateError(f"segment of {self.view.len} bytes is smaller than the "
+                                 f"{total} its capacities need")
+            memset(self.base, 0, sizeof(rc_shm_header))
+            h.magic = RC_SHM_MAGIC
+            h.version = RC_SHM_VERSION
+            h.total_size = total
+            h.campaign_fp = campaign_fp
+            h.flags = flags
+            h.cap_orders = caps["orders"]
+            h.otab_size = caps["otab"]
+            h.cap_claims = caps["claims"]
+            h.cap_bene = caps["beneficiaries"]
+            h.btab_size = caps["btab"]
+            h.ptab_size = caps["ptab"]
+            h.cap_arena = caps["arena"]
+            h.cap_red = caps["redemptions"]
+            h.rtab_size = caps["rtab"]
+            h.n_regions = self.n_regions
+            h.heap_total = heap_total
+            h.n_prizes = len(campaign.prizes)
+            for k in range(N_ARRAYS):
+                h.off[k] = offsets[k]
+            err = rc_mutex_init(&h.mutex)
+            if err:
+                raise OSError(err, "cannot initialise the segment's process-shared mutex")
+            self._bind()
+            self._init_stock()
+            rc_set_ready(h)
+        else:
+            if self.view.len < <Py_ssize_t> sizeof(rc_shm_header) or h.magic != RC_SHM_MAGIC:
+                raise StateError("not a rewardcore segment (bad magic)")
+            if h.version != RC_SHM_VERSION:
+                raise StateError(f"segment layout version {h.version}, this build reads "
+                                 f"{RC_SHM_VERSION}")
+            if rc_is_ready(h) != 1:
+                raise StateError("segment is not laid out yet (its creator died?)")
+            if <int64_t> h.total_size > self.view.len:
+                raise StateError("segment is shorter than its header says")
+            if h.campaign_fp != campaign_fp:
+                raise StateError("segment holds the state of a different campaign "
+                                 "(or a different version of this campaign file)")
+            if h.n_regions != self.n_regions or h.heap_total != heap_total:
+                raise StateError("segment's region tables do not match the campaign")
+            self._bind()
+
+    cdef void _bind(self) noexcept:
+        cdef rc_shm_header *h = self.h
+        cdef char *b = self.base
+        self.used = <int32_t *> (b + h.off[A_USED])
+        self.taken = <int32_t *> (b + h.off[A_TAKEN])
+        self.heap_len = <int32_t *> (b + h.off[A_HEAP_LEN])
+        self.heap = <int32_t *> (b + h.off[A_HEAP])
+        self.orders = <rc_fpslot *> (b + h.off[A_ORDERS])
+        self.omask = h.otab_size - 1
+        self.btab = <rc_fpslot *> (b + h.off[A_BTAB])
+        self.bmask = h.btab_size - 1
+        self.held = <int32_t *> (b + h.off[A_HELD])
+        self.pending = <int64_t *> (b + h.off[A_PENDING])
+        self.confirmed = <int64_t *> (b + h.off[A_CONFIRMED])
+        self.redeemed = <int64_t *> (b + h.off[A_REDEEMED])
+        self.bname_off = <int64_t *> (b + h.off[A_BNAME_OFF])
+        self.bname_len = <int32_t *> (b + h.off[A_BNAME_LEN])
+        self.pkeys = <int64_t *> (b + h.off[A_PKEYS])
+        self.pvals = <int32_t *> (b + h.off[A_PVALS])
+        self.pmask = h.ptab_size - 1
+        self.c_row = <int32_t *> (b + h.off[A_C_ROW])
+        self.c_slot = <int32_t *> (b + h.off[A_C_SLOT])
+        self.c_points = <int32_t *> (b + h.off[A_C_POINTS])
+        self.c_bene = <int32_t *> (b + h.off[A_C_BENE])
+        self.c_state = <uint8_t *> (b + h.off[A_C_STATE])
+        self.c_ts = <int64_t *> (b + h.off[A_C_TS])
+        self.c_ooff = <int64_t *> (b + h.off[A_C_OOFF])
+        self.c_olen = <int32_t *> (b + h.off[A_C_OLEN])
+        self.rtab = <rc_fpslot *> (b + h.off[A_RTAB])
+        self.rtmask = h.rtab_size - 1
+        self.r_outcome = <int32_t *> (b + h.off[A_R_OUTCOME])
+        self.r_cost = <int64_t *> (b + h.off[A_R_COST])
+        self.r_idoff = <int64_t *> (b + h.off[A_R_IDOFF])
+        self.r_idlen = <int32_t *> (b + h.off[A_R_IDLEN])
+        self.stock = <int64_t *> (b + h.off[A_STOCK])
+        self.arena = <uint8_t *> (b + h.off[A_ARENA])
+
+    cdef void _init_stock(self) noexcept:
+        cdef Py_ssize_t k = 0
+        for p in self.campaign.prizes:
+            self.stock[k] = p.stock
+            k += 1
+
+    def release(self):
+        """Drop this process's hold on the segment's buffer (before the segment closes)."""
+        if self.locked:
+            self.unlock()
+        if self.has_view:
+            PyBuffer_Release(&self.view)
+            self.has_view = False
+            self.base = NULL
+            self.h = NULL
+
+    def __dealloc__(self):
+        if self.has_view:
+            PyBuffer_Release(&self.view)
+
+    cdef int _alive(self) except -1:
+        if not self.has_view:
+            raise StateError("the segment was closed in this process")
+        return 0
+
+    # -- the lock ------------------------------------------------------------------------
+    def lock(self):
+        """Take the segment's mutex. True when the state is suspect: a holder died mid-batch
+        (now or earlier); the lock is held either way and the caller decides."""
+        self._alive()
+        if self.locked:
+            raise StateError("the segment's lock is already held by this process")
+        cdef int rc
+        cdef uint64_t t = 0
+        with nogil:
+            rc = rc_lock(self.h, &t)
+        if rc == EOWNERDEAD:
+            rc_mutex_consistent(self.h)
+            self.h.poisoned = 1
+        elif rc != 0:
+            raise OSError(rc, "cannot lock the segment's mutex")
+        self.locked = True
+        self.t_locked = t
+        return self.h.poisoned != 0
+
+    def unlock(self):
+        if not self.locked:
+            return
+        self.locked = False
+        cdef int rc = rc_unlock(self.h, self.t_locked)
+        if rc != 0:
+            raise OSError(rc, "cannot unlock the segment's mutex")
+
+    @property
+    def is_locked(self):
+        return self.locked
+
+    cdef int _need_lock(self) except -1:
+        if not self.locked:
+            raise StateError("the segment's lock must be held")
+        return 0
+
+    def clear_poison(self):
+        self._need_lock()
+        self.h.poisoned = 0
+
+    # -- pass one: outside the lock ------------------------------------------------------
+    def prepare(self, list events):
+        """Read, validate and hash a batch; raises before anything changes. Returns its size."""
+        self._alive()
+        cdef Py_ssize_t n = len(events)
+        cdef Py_ssize_t i
+        cdef PyObject *ev
+        cdef PyObject *v
+        cdef PyTypeObject *t
+        cdef ShmRec *r
+        cdef int64_t region
+        cdef uint64_t ri
+        self.n_prepared = 0
+        self.need_orders = self.need_placed = self.need_redeem = self.need_arena = 0
+        if self.a_recs.shape[0] < n * <Py_ssize_t> sizeof(ShmRec):
+            self.a_recs = np.zeros(max(n, 1024) * sizeof(ShmRec), np.uint8)
+            self.recs = <ShmRec *> self.a_recs.data
+        for i in range(n):
+            ev = <PyObject *> events[i]
+            t = Py_TYPE(ev)
+            r = &self.recs[i]
+            r.event = ev
+            r.static_outcome = -1
+            r.row = -1
+            if t == T_PLACED:
+                r.kind = K_PLACED
+                r.order = _member(ev, F_P_ORDER)
+                _need_str(r.order, "order_id", i)
+                v = _member(ev, F_P_AGENT)
+                _need_str(v, "agent_id", i)
+                _need_str(_member(ev, F_P_MERCHANT), "merchant_id", i)
+                r.who = _member(ev, F_P_MERCHANT) if self.pays_merchant else v
+                _fingerprint(r.who, &r.wfp, &r.wfp2)
+                region = _need_int(_member(ev, F_P_REGION), "region", i)
+                r.paid = _need_int(_member(ev, F_P_PAID), "paid_cents", i)
+                r.ts = _need_int(_member(ev, F_P_TS), "ts", i)
+                # checks 3-5 of DESIGN.md need no state: decide them here, outside the lock
+                if r.ts < self.starts or r.ts >= self.ends:
+                    r.static_outcome = OUTSIDE_WINDOW
+                else:
+                    ri = rc_int_probe(self.rkeys, self.rvals, self.rmask, region)
+                    r.row = self.rvals[ri] - 1
+                    if r.row < 0:
+                        r.static_outcome = NO_REWARD_REGION
+                    elif r.paid < self.min_paid:
+                        r.static_outcome = BELOW_MIN_PAID
+                self.need_orders += 1
+                self.need_placed += 1
+                self.need_arena += _str_bytes(r.order) + _str_bytes(r.who)
+            elif t == T_CLOSED or t == T_COMPLETED:
+                r.kind = K_CLOSED if t == T_CLOSED else K_COMPLETED
+                r.order = _member(ev, F_C_ORDER if t == T_CLOSED else F_D_ORDER)
+                _need_str(r.order, "order_id", i)
+                if t == T_CLOSED:
+                    self.need_orders += 1
+            elif t == T_REDEEM:
+                r.kind = K_REDEEM
+                r.order = _member(ev, F_R_ID)
+                _need_str(r.order, "redemption_id", i)
+                _need_str(_member(ev, F_R_PRIZE), "prize", i)
+                _need_int(_member(ev, F_R_QTY), "qty", i)
+                self.need_redeem += 1
+                self.need_arena += _str_bytes(r.order)
+            else:
+                raise TypeError(f"event {i} of the batch is not an event: "
+                                f"{(<object> ev).__class__.__name__}")
+            _fingerprint(r.order, &r.fp, &r.fp2)
+            # fetch the event's bucket now so pass two finds it in cache, not in memory
+            if r.kind == K_REDEEM:
+                continue
+            rc_prefetch(&self.orders[r.fp & self.omask])
+            if r.kind == K_PLACED and (self.cap or self.region_cap):
+                rc_prefetch(&self.btab[r.wfp & self.bmask])
+        self.n_prepared = n
+        return n
+
+    # -- capacity ------------------------------------------------------------------------
+    def check_room(self):
+        """Raise CapacityError, before any change, when the prepared batch could overflow a
+        capacity. Counts every event as new unless that overflows; then counts exactly."""
+        self._need_lock()
+        cdef rc_shm_header *h = self.h
+        if (h.n_orders + self.need_orders <= h.cap_orders
+                and h.n_claims + self.need_placed <= h.cap_claims
+                and h.n_bene + self.need_placed <= h.cap_bene
+                and h.n_red + self.need_redeem <= h.cap_red
+                and h.arena_used + self.need_arena <= h.cap_arena):
+            return
+        self._check_room_exactly()
+
+    cdef int _check_room_exactly(self) except -1:
+        cdef rc_shm_header *h = self.h
+        cdef Py_ssize_t i
+        cdef ShmRec *r
+        cdef uint64_t j
+        new_orders, new_placed, new_bene, new_red = set(), set(), set(), set()
+        cdef int64_t arena = 0
+        for i in range(self.n_prepared):
+            r = &self.recs[i]
+            key = (r.fp, r.fp2)
+            if r.kind == K_REDEEM:
+                j = rc_fp_probe(self.rtab, self.rtmask, r.fp, r.fp2)
+                if self.rtab[j].val == 0 and key not in new_red:
+                    new_red.add(key)
+                    arena += _str_bytes(r.order)
+                continue
+            if r.kind == K_COMPLETED:
+                continue
+            j = rc_fp_probe(self.orders, self.omask, r.fp, r.fp2)
+            if self.orders[j].val != 0:
+                continue
+            new_orders.add(key)
+            if r.kind == K_PLACED and key not in new_placed:
+                new_placed.add(key)
+                arena += _str_bytes(r.order)
+                wkey = (r.wfp, r.wfp2)
+                j = rc_fp_probe(self.btab, self.bmask, r.wfp, r.wfp2)
+                if self.btab[j].val == 0 and wkey not in new_bene:
+                    new_bene.add(wkey)
+                    arena += _str_bytes(r.who)
+        for what, have, more, cap, param in (
+                ("order ids", h.n_orders, len(new_orders), h.cap_orders, "orders"),
+                ("claims", h.n_claims, len(new_placed), h.cap_claims, "claims"),
+                ("beneficiaries", h.n_bene, len(new_bene), h.cap_bene, "beneficiaries"),
+                ("redemptions", h.n_red, len(new_red), h.cap_red, "redemptions"),
+                ("bytes of strings", h.arena_used, arena, h.cap_arena, "arena")):
+            if have + more > cap:
+                raise CapacityError(
+                    f"full: {have:,} {what} of {cap:,} held and the batch may add {more:,}; "
+                    f"create the segment with a larger ?{param}=")
+        return 0
+
+    # -- pass two: under the lock --------------------------------------------------------
+    def commit(self):
+        """Apply the prepared batch; returns (outcome, slot, points) arrays."""
+        self._need_lock()
+        self.check_room()
+        cdef Py_ssize_t n = self.n_prepared
+        outcome_arr = np.empty(n, np.uint8)
+        slot_arr = np.zeros(n, np.int32)
+        points_arr = np.zeros(n, np.int32)
+        cdef uint8_t *out = <uint8_t *> (<cnp.ndarray> outcome_arr).data
+        cdef int32_t *out_slot = <int32_t *> (<cnp.ndarray> slot_arr).data
+        cdef int32_t *out_points = <int32_t *> (<cnp.ndarray> points_arr).data
+        cdef Py_ssize_t i
+        cdef ShmRec *r
+        cdef int o
+        self.n_prepared = 0
+        for i in range(n):
+            r = &self.recs[i]
+            if r.kind == K_PLACED:
+                o = self._placed(r, &out_slot[i], &out_points[i])
+                self.h.outcomes[o] += 1
+            elif r.kind == K_CLOSED:
+                o = self._closed(r, &out_slot[i], &out_points[i])
+            elif r.kind == K_COMPLETED:
+                o = self._completed(r, &out_slot[i], &out_points[i])
+            else:
+                o = self._redeem(r, &out_points[i])
+            out[i] = <uint8_t> o
+        return outcome_arr, slot_arr, points_arr
+
+    cdef inline int32_t _points_for(self, Py_ssize_t row, int32_t slot) noexcept:
+        cdef int32_t t
+        for t in range(self.tier_off[row], self.tier_off[row + 1]):
+            if slot <= self.tier_upto[t]:
+                return self.tier_points[t]
+        return 0
+
+    cdef inline Py_ssize_t _bene_find(self, uint64_t fp, uint32_t fp2) noexcept:
+        return self.btab[rc_fp_probe(self.btab, self.bmask, fp, fp2)].val - 1
+
+    cdef inline int64_t _arena_put(self, PyObject *s, int32_t *len_word) noexcept:
+        """Append a str's bytes to the arena; returns the offset (room was checked)."""
+        cdef Py_ssize_t nb = _str_bytes(s)
+        cdef int64_t at = self.h.arena_used
+        memcpy(self.arena + at, PyUnicode_DATA(s), nb)
+        self.h.arena_used = at + nb
+        len_word[0] = <int32_t> (nb | (PyUnicode_KIND(s) << KIND_SHIFT))
+        return at
+
+    cdef object _arena_str(self, int64_t off, int32_t len_word):
+        cdef int kind = len_word >> KIND_SHIFT
+        return PyUnicode_FromKindAndData(kind, self.arena + off, (len_word & LEN_MASK) // kind)
+
+    cdef inline bint _arena_eq(self, int64_t off, int32_t len_word, PyObject *s) noexcept:
+        return (len_word == <int32_t> (_str_bytes(s) | (PyUnicode_KIND(s) << KIND_SHIFT))
+                and memcmp(self.arena + off, PyUnicode_DATA(s), len_word & LEN_MASK) == 0)
+
+    cdef Py_ssize_t _bene_intern(self, ShmRec *r) noexcept:
+        cdef uint64_t i = rc_fp_probe(self.btab, self.bmask, r.wfp, r.wfp2)
+        if self.btab[i].val != 0:
+            return self.btab[i].val - 1
+        cdef Py_ssize_t b = self.h.n_bene
+        self.bname_off[b] = self._arena_put(r.who, &self.bname_len[b])
+        self.held[b] = 0
+        self.pending[b] = 0
+        self.confirmed[b] = 0
+        self.redeemed[b] = 0
+        self.btab[i].fp = r.wfp
+        self.btab[i].fp2 = r.wfp2
+        self.btab[i].val = <int32_t> (b + 1)
+        self.h.n_bene = b + 1
+        return b
+
+    cdef inline uint64_t _pair_slot(self, Py_ssize_t b, Py_ssize_t row) noexcept:
+        return rc_int_probe(self.pkeys, self.pvals, self.pmask, ((<int64_t> b) << 32) | row)
+
+    cdef void _heap_push(self, Py_ssize_t row, int32_t slot) noexcept:
+        cdef int32_t *hp = self.heap + self.heap_off[row]
+        cdef int32_t i = self.heap_len[row]
+        cdef int32_t up
+        self.heap_len[row] = i + 1
+        while i > 0:
+            up = (i - 1) >> 1
+            if hp[up] <= slot:
+                break
+            hp[i] = hp[up]
+            i = up
+        hp[i] = slot
+
+    cdef void _heap_pop(self, Py_ssize_t row) noexcept:
+        cdef int32_t *hp = self.heap + self.heap_off[row]
+        cdef int32_t n = self.heap_len[row] - 1
+        cdef int32_t last = hp[n]
+        cdef int32_t i = 0
+        cdef int32_t kid
+        self.heap_len[row] = n
+        while True:
+            kid = 2 * i + 1
+            if kid >= n:
+                break
+            if kid + 1 < n and hp[kid + 1] < hp[kid]:
+                kid += 1
+            if hp[kid] >= last:
+                break
+            hp[i] = hp[kid]
+            i = kid
+        if n > 0:
+            hp[i] = last
+
+    cdef int _placed(self, ShmRec *r, int32_t *out_slot, int32_t *out_points) except -1:
+        cdef rc_shm_header *h = self.h
+        cdef uint64_t oi = rc_fp_probe(self.orders, self.omask, r.fp, r.fp2)
+        cdef int32_t seen = self.orders[oi].val
+        if seen == ORDER_PLACED or seen > 0:
+            return DUPLICATE
+        if seen == 0:
+            self.orders[oi].fp = r.fp
+            self.orders[oi].fp2 = r.fp2
+            h.n_orders += 1
+        self.orders[oi].val = ORDER_PLACED  # a redelivery of this event is now a duplicate
+        if seen == ORDER_TOMBSTONE:
+            return CLOSED
+        if r.static_outcome >= 0:
+            return r.static_outcome
+        cdef Py_ssize_t row = r.row
+        cdef Py_ssize_t b = -1
+        cdef uint64_t pi = 0
+        if self.cap or self.region_cap:
+            b = self._bene_find(r.wfp, r.wfp2)
+            if self.cap and b >= 0 and self.held[b] >= self.cap:
+                return BENEFICIARY_CAP
+            if self.region_cap and b >= 0:
+                pi = self._pair_slot(b, row)
+                if self.pvals[pi] != 0 and self.pvals[pi] - 1 >= self.region_cap:
+                    return BENEFICIARY_REGION_CAP
+        cdef int32_t slot
+        cdef bint from_heap = self.releases and self.heap_len[row] > 0
+        if from_heap:
+            slot = self.heap[self.heap_off[row]]
+        elif self.used[row] < self.slots[row]:
+            slot = self.used[row] + 1
+        else:
+            return SOLD_OUT
+        cdef int32_t points = self._points_for(row, slot)
+        if self.budget and h.awarded_points + points > self.budget:
+            return BUDGET_EXHAUSTED  # the slot is not consumed
+
+        if from_heap:
+            self._heap_pop(row)
+        else:
+            self.used[row] += 1
+        if b < 0:
+            b = self._bene_intern(r)
+        cdef Py_ssize_t c = h.n_claims
+        self.c_ooff[c] = self._arena_put(r.order, &self.c_olen[c])
+        self.c_row[c] = <int32_t> row
+        self.c_slot[c] = slot
+        self.c_points[c] = points
+        self.c_bene[c] = <int32_t> b
+        self.c_ts[c] = r.ts
+        self.c_state[c] = CONFIRMED_STATE if self.settle_placed else PENDING
+        h.n_claims = c + 1
+        self.orders[oi].val = <int32_t> (c + 1)
+        self.taken[row] += 1
+        h.awarded_points += points
+        self.held[b] += 1
+        if self.region_cap:
+            pi = self._pair_slot(b, row)
+            if self.pvals[pi] == 0:
+                self.pkeys[pi] = ((<int64_t> b) << 32) | row
+                self.pvals[pi] = 1
+                h.n_pairs += 1
+            self.pvals[pi] += 1
+        if self.settle_placed:
+            self.confirmed[b] += points
+        else:
+            self.pending[b] += points
+        out_slot[0] = slot
+        out_points[0] = points
+        return AWARDED
+
+    cdef int _closed(self, ShmRec *r, int32_t *out_slot, int32_t *out_points) except -1:
+        cdef uint64_t oi = rc_fp_probe(self.orders, self.omask, r.fp, r.fp2)
+        cdef int32_t v = self.orders[oi].val
+        if v == 0:
+            self.orders[oi].fp = r.fp
+            self.orders[oi].fp2 = r.fp2
+            self.orders[oi].val = ORDER_TOMBSTONE
+            self.h.n_orders += 1
+            return TOMBSTONED
+        if v <= 0 or self.c_state[v - 1] == REVOKED_STATE:
+            return UNCHANGED
+        cdef Py_ssize_t c = v - 1
+        cdef Py_ssize_t b = self.c_bene[c]
+        cdef Py_ssize_t row = self.c_row[c]
+        cdef int32_t points = self.c_points[c]
+        if self.c_state[c] == CONFIRMED_STATE:
+            self.confirmed[b] -= points
+        else:
+            self.pending[b] -= points
+        self.c_state[c] = REVOKED_STATE
+        self.h.awarded_points -= points
+        self.held[b] -= 1
+        self.taken[row] -= 1
+        if self.region_cap:
+            self.pvals[self._pair_slot(b, row)] -= 1
+        if self.releases:
+            self._heap_push(row, self.c_slot[c])
+        out_slot[0] = self.c_slot[c]
+        out_points[0] = points
+        return REVOKED
+
+    cdef int _completed(self, ShmRec *r, int32_t *out_slot, int32_t *out_points) except -1:
+        cdef int32_t v = self.orders[rc_fp_probe(self.orders, self.omask, r.fp, r.fp2)].val
+        if v <= 0 or self.c_state[v - 1] != PENDING:
+            return UNCHANGED
+        cdef Py_ssize_t c = v - 1
+        cdef Py_ssize_t b = self.c_bene[c]
+        self.c_state[c] = CONFIRMED_STATE
+        self.pending[b] -= self.c_points[c]
+        self.confirmed[b] += self.c_points[c]
+        out_slot[0] = self.c_slot[c]
+        out_points[0] = self.c_points[c]
+        return CONFIRMED
+
+    cdef int _redeem(self, ShmRec *r, int32_t *out_points) except -1:
+        cdef uint64_t ri = rc_fp_probe(self.rtab, self.rtmask, r.fp, r.fp2)
+        cdef Py_ssize_t k
+        if self.rtab[ri].val != 0:
+            k = self.rtab[ri].val - 1
+            if not self._arena_eq(self.r_idoff[k], self.r_idlen[k], r.order):
+                raise StateError("two redemption ids share a 96-bit fingerprint")
+            out_points[0] = <int32_t> self.r_cost[k]
+            return self.r_outcome[k]
+        ev = <object> r.event
+        cdef int outcome
+        cdef int64_t cost = 0
+        cdef Py_ssize_t b = -1
+        p = self.prize_index.get(ev.prize)
+        if p is None:
+            outcome = UNKNOWN_PRIZE
+        else:
+            cost = self.prize_costs[p] * ev.qty
+            who = ev.beneficiary
+            if PyUnicode_CheckExact(<PyObject *> who):
+                b = self._find_name(who)
+            available = self.confirmed[b] - self.redeemed[b] if b >= 0 else 0
+            if available < cost:
+                outcome = INSUFFICIENT_POINTS
+                cost = 0
+            elif self.stock[p] < ev.qty:
+                outcome = OUT_OF_STOCK
+                cost = 0
+            else:
+                self.stock[p] -= ev.qty
+                if b >= 0:
+                    self.redeemed[b] += cost
+                outcome = REDEEMED
+        k = self.h.n_red
+        self.r_idoff[k] = self._arena_put(r.order, &self.r_idlen[k])
+        self.r_outcome[k] = outcome
+        self.r_cost[k] = cost
+        self.rtab[ri].fp = r.fp
+        self.rtab[ri].fp2 = r.fp2
+        self.rtab[ri].val = <int32_t> (k + 1)
+        self.h.n_red = k + 1
+        out_points[0] = <int32_t> cost
+        return outcome
+
+    def _find_name(self, str who):
+        cdef uint64_t fp
+        cdef uint32_t fp2
+        _fingerprint(<PyObject *> who, &fp, &fp2)
+        return self._bene_find(fp, fp2)
+
+    # -- views (the caller holds the lock, so they are consistent) -----------------------
+    def claim_rows(self):
+        """(order_ids, region codes, slots, points, beneficiary names, state names, ts)."""
+        self._need_lock()
+        cdef Py_ssize_t n = self.h.n_claims
+        cdef Py_ssize_t c
+        orders = [self._arena_str(self.c_ooff[c], self.c_olen[c]) for c in range(n)]
+        names = self._names()
+        rows = self._copy(A_C_ROW, n)
+        return (
+            orders,
+            self.a_codes[rows],
+            self._copy(A_C_SLOT, n),
+            self._copy(A_C_POINTS, n),
+            [names[b] for b in self._copy(A_C_BENE, n).tolist()],
+            [CLAIM_STATE_NAMES[s] for s in self._copy(A_C_STATE, n).tolist()],
+            self._copy(A_C_TS, n),
+        )
+
+    cdef list _names(self):
+        cdef Py_ssize_t b
+        return [self._arena_str(self.bname_off[b], self.bname_len[b])
+                for b in range(self.h.n_bene)]
+
+    def balance_rows(self):
+        """(names, pending, confirmed, redeemed) for every interned beneficiary."""
+        self._need_lock()
+        n = self.h.n_bene
+        return (self._names(), self._copy(A_PENDING, n), self._copy(A_CONFIRMED, n),
+                self._copy(A_REDEEMED, n))
+
+    def balance_of(self, str who):
+        self._need_lock()
+        b = self._find_name(who)
+        if b < 0:
+            return (0, 0, 0)
+        return (self.pending[b], self.confirmed[b], self.redeemed[b])
+
+    def outcome_count_array(self):
+        self._need_lock()
+        return np.array([self.h.outcomes[k] for k in range(N_OUTCOMES)], np.int64)
+
+    def redemption_items(self):
+        self._need_lock()
+        cdef Py_ssize_t k
+        return {self._arena_str(self.r_idoff[k], self.r_idlen[k]): self.r_outcome[k]
+                for k in range(self.h.n_red)}
+
+    def stock_array(self):
+        self._need_lock()
+        return self._copy(A_STOCK, len(self.campaign.prizes))
+
+    def region_counts(self, int64_t code):
+        """(slots, taken, remaining) of a region, or None when it is not a reward region."""
+        self._need_lock()
+        cdef Py_ssize_t row = self.rvals[rc_int_probe(self.rkeys, self.rvals, self.rmask, code)] - 1
+        if row < 0:
+            return None
+        free = self.slots[row] - self.used[row] + self.heap_len[row]
+        return (int(self.slots[row]), int(self.taken[row]), int(free))
+
+    def counters(self):
+        """Sizes and capacities (read without the lock: a monitoring view)."""
+        self._alive()
+        cdef rc_shm_header *h = self.h
+        return {
+            "orders": h.n_orders, "orders_cap": h.cap_orders,
+            "claims": h.n_claims, "claims_cap": h.cap_claims,
+            "beneficiaries": h.n_bene, "beneficiaries_cap": h.cap_bene,
+            "redemptions": h.n_red, "redemptions_cap": h.cap_red,
+            "arena": h.arena_used, "arena_cap": h.cap_arena,
+            "pairs": h.n_pairs, "awarded_points": h.awarded_points,
+            "bytes": h.total_size, "poisoned": bool(h.poisoned),
+            "lock_acquired": h.lock_acquired, "lock_contended": h.lock_contended,
+            "lock_wait_ns": h.lock_wait_ns, "lock_held_ns": h.lock_held_ns,
+        }
+
+    def capacities(self):
+        """The capacities the segment was created with (URL parameter names)."""
+        self._alive()
+        cdef rc_shm_header *h = self.h
+        return {"orders": h.cap_orders, "claims": h.cap_claims, "beneficiaries": h.cap_bene,
+                "redemptions": h.cap_red, "arena": h.cap_arena}
+
+    # -- attached processes (under the lock) ---------------------------------------------
+    def pids(self):
+        self._alive()
+        cdef int k
+        return [self.h.pids[k] for k in range(RC_SHM_MAX_PIDS) if self.h.pids[k] != 0]
+
+    def add_pid(self, int pid):
+        self._need_lock()
+        cdef int k
+        for k in range(RC_SHM_MAX_PIDS):
+            if self.h.pids[k] == 0:
+                self.h.pids[k] = pid
+                return
+        raise StateError(f"more than {RC_SHM_MAX_PIDS} processes attached")
+
+    def remove_pid(self, int pid):
+        self._need_lock()
+        cdef int k
+        for k in range(RC_SHM_MAX_PIDS):
+            if self.h.pids[k] == pid:
+                self.h.pids[k] = 0
+                return
+
+    # -- durable mode and replay positions (under the lock) ------------------------------
+    @property
+    def flags(self):
+        return self.h.flags
+
+    def wal_state(self):
+        """(generation, bytes, last sequence number) of the log this state matches."""
+        self._alive()
+        return (self.h.wal_gen, self.h.wal_bytes, self.h.wal_seq)
+
+    def set_wal_state(self, int64_t gen, int64_t nbytes, int64_t seq):
+        self._need_lock()
+        self.h.wal_gen = gen
+        self.h.wal_bytes = nbytes
+        self.h.wal_seq = seq
+
+    def positions(self):
+        """(parts, [(offset, line, crc) per part]) of the last `rewardcore replay`."""
+        self._alive()
+        cdef int j
+        n = self.h.pos_parts
+        return n, [(self.h.pos_off[j], self.h.pos_line[j], self.h.pos_crc[j]) for j in range(n)]
+
+    def set_positions(self, int parts, list which, int64_t offset, int64_t line, int64_t crc):
+        """Partitions `which` (of `parts`) are applied up to byte `offset` of the input."""
+        self._need_lock()
+        if parts < 0 or parts > RC_SHM_MAX_PARTS:
+            raise ValueError(f"at most {RC_SHM_MAX_PARTS} partitions")
+        cdef int j
+        if parts != self.h.pos_parts:
+            self.h.pos_parts = parts
+            for j in range(RC_SHM_MAX_PARTS):
+                self.h.pos_off[j] = 0
+                self.h.pos_line[j] = 0
+                self.h.pos_crc[j] = 0
+        for j in which:
+            if offset >= self.h.pos_off[j]:
+                self.h.pos_off[j] = offset
+                self.h.pos_line[j] = line
+                self.h.pos_crc[j] = crc
+
+    # -- whole-state copies: reset, snapshot, restore (under the lock) -------------------
+    cdef object _copy(self, int a, Py_ssize_t n):
+        """A private copy of the first n items of array a."""
+        dt = np.dtype(ARRAY_DTYPES[a])
+        words = 2 if a in (A_ORDERS, A_BTAB, A_RTAB) else 1
+        out = np.empty(n * words, dt)
+        if n:
+            memcpy(cnp.PyArray_DATA(out), self.base + self.h.off[a], n * ARRAY_ITEMS[a])
+        return out.reshape(n, 2) if words == 2 else out
+
+    cdef Py_ssize_t _length(self, int a):
+        key = ARRAY_LENGTHS[a]
+        cdef rc_shm_header *h = self.h
+        return {"regions": h.n_regions, "heap": h.heap_total, "otab": h.otab_size,
+                "btab": h.btab_size, "beneficiaries": h.cap_bene, "ptab": h.ptab_size,
+                "claims": h.cap_claims, "rtab": h.rtab_size, "redemptions": h.cap_red,
+                "prizes": h.n_prizes, "arena": h.cap_arena}[key]
+
+    def reset_state(self):
+        """Forget every order, claim and redemption (and replay positions)."""
+        self._need_lock()
+        cdef rc_shm_header *h = self.h
+        cdef int a
+        # Only what was ever written needs zeroing: rows past the counters are still zero.
+        used = {"regions": h.n_regions, "heap": h.heap_total, "otab": h.otab_size,
+                "btab": h.btab_size, "beneficiaries": h.n_bene, "ptab": h.ptab_size,
+                "claims": h.n_claims, "rtab": h.rtab_size, "redemptions": h.n_red,
+                "prizes": h.n_prizes, "arena": h.arena_used}
+        for a in range(N_ARRAYS):
+            _zero_bytes(self.base + h.off[a], used[ARRAY_LENGTHS[a]] * ARRAY_ITEMS[a],
+                        (h.flags & RC_SHM_SPARSE) != 0)
+        h.n_orders = h.n_claims = h.n_bene = h.n_pairs = h.n_red = 0
+        h.arena_used = h.awarded_points = 0
+        for a in range(N_OUTCOMES):
+            h.outcomes[a] = 0
+        h.pos_parts = 0
+        for a in range(RC_SHM_MAX_PARTS):
+            h.pos_off[a] = h.pos_line[a] = h.pos_crc[a] = 0
+        self._init_stock()
+        h.poisoned = 0
+
+    def snapshot(self):
+        """The whole claim state as (numpy arrays, plain values); `restore` takes it."""
+        self._need_lock()
+        cdef rc_shm_header *h = self.h
+        n = {"regions": h.n_regions, "heap": h.heap_total, "otab": h.otab_size,
+             "btab": h.btab_size, "beneficiaries": h.n_bene, "ptab": h.ptab_size,
+             "claims": h.n_claims, "rtab": h.rtab_size, "redemptions": h.n_red,
+             "prizes": h.n_prizes, "arena": h.arena_used}
+        arrays = {ARRAY_NAMES[a]: self._copy(a, n[ARRAY_LENGTHS[a]]) for a in range(N_ARRAYS)}
+        arrays["outcomes"] = self.outcome_count_array()
+        parts, pos = self.positions()
+        scalars = {
+            "n_orders": h.n_orders, "n_claims": h.n_claims, "n_bene": h.n_bene,
+            "n_pairs": h.n_pairs, "n_red": h.n_red, "arena_used": h.arena_used,
+            "awarded_points": h.awarded_points, "positions": [parts, [list(p) for p in pos]],
+        }
+        return arrays, scalars
+
+    def restore(self, dict arrays, dict scalars):
+        """Load a snapshot (of a segment with the same or other capacities) into this one."""
+        self._need_lock()
+        cdef rc_shm_header *h = self.h
+        for what, have, cap, param in (
+                ("order ids", scalars["n_orders"], h.cap_orders, "orders"),
+                ("claims", scalars["n_claims"], h.cap_claims, "claims"),
+                ("beneficiaries", scalars["n_bene"], h.cap_bene, "beneficiaries"),
+                ("redemptions", scalars["n_red"], h.cap_red, "redemptions"),
+                ("bytes of strings", scalars["arena_used"], h.cap_arena, "arena")):
+            if have > cap:
+                raise CapacityError(f"the saved state holds {have:,} {what}, more than the "
+                                    f"segment's {cap:,}; create it with a larger ?{param}=")
+        self.reset_state()
+        cdef int a
+        cdef cnp.ndarray src
+        for a in range(N_ARRAYS):
+            if a in (A_ORDERS, A_BTAB, A_RTAB, A_PKEYS, A_PVALS):
+                continue
+            src = np.ascontiguousarray(arrays[ARRAY_NAMES[a]], dtype=ARRAY_DTYPES[a])
+            if src.nbytes > self._length(a) * ARRAY_ITEMS[a]:
+                raise CapacityError(f"saved array {ARRAY_NAMES[a]} does not fit the segment")
+            memcpy(self.base + h.off[a], src.data, src.nbytes)
+        # tables are re-inserted, so a segment of another size can take them
+        self._rehash_fp(arrays["orders"], self.orders, self.omask)
+        self._rehash_fp(arrays["btab"], self.btab, self.bmask)
+        self._rehash_fp(arrays["rtab"], self.rtab, self.rtmask)
+        self._rehash_pairs(arrays["pkeys"], arrays["pvals"])
+        h.n_orders = scalars["n_orders"]
+        h.n_claims = scalars["n_claims"]
+        h.n_bene = scalars["n_bene"]
+        h.n_pairs = scalars["n_pairs"]
+        h.n_red = scalars["n_red"]
+        h.arena_used = scalars["arena_used"]
+        h.awarded_points = scalars["awarded_points"]
+        counts = arrays["outcomes"]
+        for a in range(N_OUTCOMES):
+            h.outcomes[a] = counts[a]
+        parts, pos = scalars["positions"]
+        h.pos_parts = parts
+        for a in range(parts):
+            h.pos_off[a], h.pos_line[a], h.pos_crc[a] = pos[a]
+
+    cdef void _rehash_fp(self, object table, rc_fpslot *dst, uint64_t mask):
+        cdef cnp.ndarray src_arr = np.ascontiguousarray(table, dtype=np.uint64)
+        cdef rc_fpslot *src = <rc_fpslot *> src_arr.data
+        cdef Py_ssize_t i
+        for i in range(src_arr.shape[0]):
+            if src[i].val != 0:
+                dst[rc_fp_probe(dst, mask, src[i].fp, src[i].fp2)] = src[i]
+
+    cdef void _rehash_pairs(self, object keys, object vals):
+        cdef cnp.ndarray k_arr = np.ascontiguousarray(keys, dtype=np.int64)
+        cdef cnp.ndarray v_arr = np.ascontiguousarray(vals, dtype=np.int32)
+        cdef int64_t *k = <int64_t *> k_arr.data
+        cdef int32_t *v = <int32_t *> v_arr.data
+        cdef Py_ssize_t i
+        cdef uint64_t j
+        for i in range(k_arr.shape[0]):
+            if v[i] != 0:
+                j = rc_int_probe(self.pkeys, self.pvals, self.pmask, k[i])
+                self.pkeys[j] = k[i]
+                self.pvals[j] = v[i]
+
+
+# -- routing lines of a JSON-lines input to workers -------------------------------------
+def route(const uint8_t[::1] data, Py_ssize_t start, Py_ssize_t limit, Py_ssize_t target,
+          int parts, int workers, int worker, const int64_t[::1] skip, bytearray out,
+          slow):
+    """Scan whole lines from `start` until `target` are selected or `limit` is reached.
+
+    A line belongs to partition hash(order_id) % parts (0 when it has none) and the
+    partition to worker partition % workers; a line is selected when it is this worker's
+    and starts at or after skip[partition] (the part of the input already applied). The
+    selected lines are copied into `out`, each ending in a newline. `limit` must be the
+    end of the data or a point after which a line may be cut. `slow(line) -> partition`
+    answers for lines the scanner cannot route alone.
+
+    Returns (end, lines scanned, bytes used in out, offsets, line indexes of the selected
+    lines relative to `start`).
+    """
+    cdef Py_ssize_t n = data.shape[0]
+    cdef const char *base = <const char *> &data[0] if n else NULL
+    cdef Py_ssize_t pos = start
+    cdef Py_ssize_t line_end, nxt, used = 0, scanned = 0, selected = 0
+    cdef const char *nl
+    cdef const char *s
+    cdef size_t sn
+    cdef uint64_t lo
+    cdef uint32_t hi
+    cdef int rc, part
+    cdef bint at_data_end = limit >= n
+    cdef char *dst = out
+    if limit > n:
+        limit = n
+    offs = []
+    idxs = []
+    while pos < limit and selected < target:
+        nl = <const char *> memchr(base + pos, b'\n', limit - pos)
+        if nl == NULL:
+            if not at_data_end:
+                break  # a cut line: the next call starts here
+            line_end = limit
+            nxt = limit
+        else:
+            line_end = nl - base
+            nxt = line_end + 1
+        if parts <= 1:
+            part = 0
+        else:
+            rc = rc_json_order_id(base + pos, base + line_end, &s, &sn)
+            if rc == RC_ROUTE_FOUND:
+                rc_hash_bytes(s, sn, 0, &lo, &hi)
+                part = <int> (((lo >> 32) * <uint64_t> parts) >> 32)
+            elif rc == RC_ROUTE_SLOW:
+                part = slow((base + pos)[:line_end - pos])
+            else:
+                part = 0
+        if part % workers == worker and pos >= skip[part]:
+            if used + (line_end - pos) + 1 > len(out):
+                break  # out is full; the caller gives a larger buffer next time
+            memcpy(dst + used, base + pos, line_end - pos)
+            used += line_end - pos
+            dst[used] = b'\n'
+            used += 1
+            offs.append(pos)
+            idxs.append(scanned)
+            selected += 1
+        scanned += 1
+        pos = nxt
+    return pos, scanned, used, offs, idxs
+
+
+def route_hash(bytes order_id_utf8, int parts):
+    """The partition `route` gives an order id (for the slow path and for tests)."""
+    cdef uint64_t lo
+    cdef uint32_t hi
+    if parts <= 1:
+        return 0
+    rc_hash_bytes(<const char *> order_id_utf8, len(order_id_utf8), 0, &lo, &hi)
+    return <int> (((lo >> 32) * <uint64_t> parts) >> 32)
