@@ -306,7 +306,8 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
               f"- daemon CPU: {report['daemon']['cpu_s']:.1f} s over {report['locust_s']:.1f} s "
               f"({report['daemon']['cores']:.2f} cores); "
               f"{report['daemon']['orders_per_cpu_s']:,.0f} orders per daemon CPU-second; "
-              f"redis-server {report['redis']['cpu_s']:.1f} CPU s"]
+              f"redis-server {report['redis']['cpu_s']:.1f} CPU s; Locust "
+              f"{report['locust_cpu_s']:.1f} CPU s"]
     if report["stream"]:
         st = report["stream"]
         lines.append(f"- stream: {st['entries']:,} entries, {st['decisions']:,} decisions, "
@@ -399,9 +400,12 @@ def run(args: argparse.Namespace) -> int:
                           f"?group=rewardcore&batch=1000&block=200")
         daemon, port, log = start_daemon(args, out, backend, stream_url, token)
         cpu0, rcpu0 = cpu_seconds(daemon.pid), cpu_seconds(server.proc.pid)  # type: ignore[union-attr]
-        t0 = time.monotonic()
+        t0, c0 = time.monotonic(), os.times()
         code, text = run_locust(args, out, port, token, server.url)
         locust_s = time.monotonic() - t0
+        c1 = os.times()  # Locust's CPU: the children waited for since c0
+        gen_cpu = (c1.children_user - c0.children_user) + (c1.children_system
+                                                            - c0.children_system)
         stream = drain_stream(server.url, args.stream, "rewardcore", 60) if stream_url else {}
         cpu = cpu_seconds(daemon.pid) - cpu0
         rcpu = cpu_seconds(server.proc.pid) - rcpu0  # type: ignore[union-attr]
@@ -434,6 +438,7 @@ def run(args: argparse.Namespace) -> int:
                    "cores": round(cpu / locust_s, 2) if locust_s else 0.0,
                    "orders_per_cpu_s": round(orders_done / cpu, 1) if cpu else 0.0},
         "redis": {"cpu_s": round(rcpu, 2)},
+        "locust_cpu_s": round(gen_cpu, 2),
         "locust_s": round(locust_s, 2),
         "orders_answered": orders_done,
         "totals": {"requests": requests, "failures": failures,

@@ -80,6 +80,13 @@ class Row(msgspec.Struct):
     group: str = ""
     runs: list[float] = []  # seconds of every timed run, in order
     skipped: str = ""  # why the row was not measured
+    cpu_s: float | None = None  # CPU seconds of this process (+ children) in the least run
+    server_cpu_s: float | None = None  # CPU seconds of the servers it used, least run
+
+    @property
+    def per_cpu(self) -> float | None:
+        """Events per CPU-second of the client: steadier than wall time on a busy box."""
+        return self.events / self.cpu_s if self.cpu_s else None
 
     @property
     def rate(self) -> float:
@@ -116,8 +123,11 @@ class Measure:
     base: str | None = None  # the name of the row whose rate the ratio divides by
     target: float | None = None  # or an absolute rate the ratio divides by
     note: str | Callable[[], str] = ""
+    server_cpu: Callable[[], float] | None = None  # CPU seconds the servers used so far
     events: int = 0
     runs: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+    server: list[float] = field(default_factory=list)
 
 
 class Bench:
@@ -188,13 +198,21 @@ class Bench:
             for m in ms:
                 if m.setup:
                     m.setup()
+                s0 = m.server_cpu() if m.server_cpu else 0.0
+                c0, p0 = os.times(), time.process_time()
                 t = time.perf_counter()
                 got = m.run()
                 dt = time.perf_counter() - t
+                p1, c1 = time.process_time(), os.times()
                 if isinstance(got, tuple):
                     got, dt = got
                 m.events = got
                 m.runs.append(dt)
+                # this process (every thread, ns resolution) + children it waited for (ticks)
+                m.cpu.append(p1 - p0 + c1.children_user - c0.children_user
+                             + c1.children_system - c0.children_system)
+                if m.server_cpu:
+                    m.server.append(m.server_cpu() - s0)
                 if m.teardown:
                     m.teardown()
             print(f"round {rnd + 1}/{self.args.repeat} done", file=sys.stderr)
@@ -204,7 +222,9 @@ class Bench:
         for m in self.measures.values():
             rows[m.name] = Row(m.name, m.events, min(m.runs), budget=m.budget, goal=m.goal,
                                note=m.note() if callable(m.note) else m.note, group=m.group,
-                               runs=[round(x, 6) for x in m.runs])
+                               runs=[round(x, 6) for x in m.runs],
+                               cpu_s=min(m.cpu) if m.cpu else None,
+                               server_cpu_s=min(m.server) if m.server else None)
         for m in self.measures.values():
             row = rows[m.name]
             if m.base is not None:
@@ -392,6 +412,17 @@ def group_shm(b: Bench) -> None:
 
 # -- Redis -----------------------------------------------------------------------------------
 
+def proc_cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU seconds of live processes, from /proc (Linux; 0 elsewhere)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def open_variant(c: Campaign, slots: int) -> Campaign:
     """Every region open for `slots` claims, no budget, caps or min paid: every claim wins."""
     spec = c.spec
@@ -480,26 +511,30 @@ def _memory_baselines(b: Bench, group: str) -> tuple[str, str]:
 
 
 def _redis_claim_rows(b: Bench, group: str, label: str, url: str,
-                      flush: Callable[[], None]) -> None:
+                      flush: Callable[[], None], pids: list[int]) -> None:
     claims = b.claim_batches()
+
+    def server_cpu() -> float:
+        return proc_cpu_seconds(pids)
     n = sum(map(len, claims))
     _mem_open, mem_sold = _memory_baselines(b, group)
     open_c, sold_c = open_variant(b.campaign, max(1, n)), soldout_variant(b.campaign)
     r = _EngineRun(open_c, url, claims, flush=flush)
     b.add(Measure(f"{label}: claims, open regions", group, r.run, setup=r.setup,
                   teardown=r.teardown, budget=f">= {REDIS_OPEN_GOAL:,} claims/s", goal=1.0,
-                  target=REDIS_OPEN_GOAL, note=r.note))
+                  target=REDIS_OPEN_GOAL, note=r.note, server_cpu=server_cpu))
     r = _EngineRun(sold_c, url, claims, fill_batches(sold_c, b.args.batch), flush=flush)
     b.add(Measure(f"{label}: claims, sold out", group, r.run, setup=r.setup,
                   teardown=r.teardown, budget=f">= {REDIS_SOLDOUT_GOAL} x memory sold out",
-                  goal=REDIS_SOLDOUT_GOAL, base=mem_sold, note=r.note))
+                  goal=REDIS_SOLDOUT_GOAL, base=mem_sold, note=r.note,
+                  server_cpu=server_cpu))
 
 
 _BENCH_RPS = re.compile(r"INCR: ([\d.]+) requests per second")
 
 
 def _redis_benchmark(b: Bench, group: str, label: str, port: int, cluster: bool,
-                     base: str) -> None:
+                     base: str, pids: list[int]) -> None:
     exe = shutil.which("redis-benchmark")
     name = f"redis-benchmark -P 64 -t incr, {label}"
     if exe is None:
@@ -523,7 +558,7 @@ def _redis_benchmark(b: Bench, group: str, label: str, port: int, cluster: bool,
             return ""
         ratio = (engine.events / min(engine.runs)) / (m.events / min(m.runs))
         return f"the engine's open-region claims are {ratio:.1%} of this"
-    b.add(Measure(name, group, run, note=note))
+    b.add(Measure(name, group, run, note=note, server_cpu=lambda: proc_cpu_seconds(pids)))
 
 
 def group_redis(b: Bench) -> None:
@@ -541,9 +576,10 @@ def group_redis(b: Bench) -> None:
     b.stack.callback(server.close)
     client = redis.Redis(host="127.0.0.1", port=server.port)
     b.stack.callback(client.close)
-    _redis_claim_rows(b, "redis", label, server.url, client.flushall)
+    pids = [server.proc.pid] if server.proc else []
+    _redis_claim_rows(b, "redis", label, server.url, client.flushall, pids)
     _redis_benchmark(b, "redis", "1 redis-server", server.port, False,
-                     f"{label}: claims, open regions")
+                     f"{label}: claims, open regions", pids)
 
 
 def group_cluster(b: Bench) -> None:
@@ -558,9 +594,10 @@ def group_cluster(b: Bench) -> None:
     cluster = RedisCluster(b.args.masters)
     b.stack.callback(cluster.close)
     cluster.start()
-    _redis_claim_rows(b, "cluster", label, cluster.url, cluster.flushall)
+    pids = [n.proc.pid for n in cluster.nodes if n.proc]
+    _redis_claim_rows(b, "cluster", label, cluster.url, cluster.flushall, pids)
     _redis_benchmark(b, "cluster", f"{b.args.masters}-master cluster", cluster.nodes[0].port,
-                     True, f"{label}: claims, open regions")
+                     True, f"{label}: claims, open regions", pids)
 
 
 GROUP_FUNCS: dict[str, Callable[[Bench], None]] = {
@@ -662,7 +699,10 @@ def run(args: argparse.Namespace) -> int:
                 "groups": groups, "argv": sys.argv[1:]}
         Path(args.json).write_bytes(orjson.dumps(
             {"meta": meta, "rows": [msgspec.to_builtins(r) | {
-                "rate": r.rate, "verdict": r.verdict, "spread": r.spread} for r in rows]},
+                "rate": r.rate, "verdict": r.verdict, "spread": r.spread,
+                "per_cpu": r.per_cpu,
+                "server_per_cpu": r.events / r.server_cpu_s if r.server_cpu_s else None}
+                for r in rows]},
             option=orjson.OPT_INDENT_2))
     missed = [r.name for r in rows if r.verdict == "MISSED"]
     if missed and not args.no_fail:
@@ -678,16 +718,24 @@ def bench_context(args: argparse.Namespace) -> Iterator[Bench]:
 
 
 def print_table(rows: list[Row]) -> None:
-    print(f"{'row':52} {'per s':>13} {'budget':>28} {'ratio':>7}  {'verdict':7} "
-          f"{'spread':>6}  note")
+    """The rows; `per s` is the best run's wall-clock rate (the one the ratio uses),
+    `per CPU-s` the rate per CPU-second this process (and its children) spent."""
+    print(f"{'row':52} {'per s':>11} {'per CPU-s':>11} {'budget':>28} {'ratio':>6}  "
+          f"{'verdict':7} {'spread':>6}  note")
     for r in rows:
         if r.skipped:
-            print(f"{r.name:52} {'-':>13} {'':>28} {'':>7}  {'skipped':7} {'':>6}  {r.skipped}")
+            print(f"{r.name:52} {'-':>11} {'':>11} {'':>28} {'':>6}  {'skipped':7} {'':>6}  "
+                  f"{r.skipped}")
             continue
         ratio = f"{r.ratio:.2f}" if r.ratio is not None else ""
         spread = f"{r.spread:.0%}" if r.spread is not None else ""
-        print(f"{r.name:52} {r.rate:13,.0f} {r.budget:>28} {ratio:>7}  {r.verdict:7} "
-              f"{spread:>6}  {r.note}")
+        per_cpu = f"{r.per_cpu:,.0f}" if r.per_cpu else ""
+        note = r.note
+        if r.server_cpu_s:
+            note = (note + "; " if note else "") + (
+                f"servers {r.events / r.server_cpu_s:,.0f} per CPU-s")
+        print(f"{r.name:52} {r.rate:11,.0f} {per_cpu:>11} {r.budget:>28} {ratio:>6}  "
+              f"{r.verdict:7} {spread:>6}  {note}")
 
 
 if __name__ == "__main__":
