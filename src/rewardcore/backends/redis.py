@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import msgspec
+
 from ..campaign import Campaign
 from ..engine import Balance, Claim, Decisions, Engine, RegionStatus
 from ..errors import BackendError, ConfigError
@@ -29,12 +31,14 @@ from ..events import Closed, Completed, Event, Placed, Redeem
 from ..outcomes import Outcome
 from .redis_nodes import Call, Nodes
 
+_pack = msgspec.msgpack.Encoder().encode
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _LUA_EXACT = 2**53  # Lua numbers are doubles: integers above this are not exact
 _OUR_OPTIONS = ("prefix", "buckets", "soldout_ttl")
 
 DUPLICATE, CLOSED = int(Outcome.DUPLICATE), int(Outcome.CLOSED)
 AWARDED, REVOKED = int(Outcome.AWARDED), int(Outcome.REVOKED)
+UNCHANGED = int(Outcome.UNCHANGED)
 
 
 class _Region:
@@ -96,7 +100,7 @@ class RedisEngine(Engine):
             maxp = max(t.points for t in r.tiers)
             minp = min(positive) if positive else _LUA_EXACT
             self._regions[r.code] = _Region(
-                r.code, (f"{base}:r", f"{base}:rel", f"{base}:ord", f"{base}:who"),
+                r.code, (f"{base}:r", f"{base}:ord", f"{base}:who"),
                 (r.slots, int(self.releases), state, self.region_cap, tiers),
                 f"{maxp}:{minp}", maxp)
         # The local sold-out cache: region code -> its holders (beneficiary -> claims),
@@ -192,6 +196,8 @@ class RedisEngine(Engine):
             t = type(ev)
             if t is Placed:
                 code = ev.region
+                # also a redelivery's: it re-drives the first delivery if that was never decided
+                who = wants[i] = ev.merchant_id if pays_merchant else ev.agent_id
                 if not starts <= ev.ts < ends:
                     prop = "=3"
                 elif code not in regions:
@@ -201,13 +207,11 @@ class RedisEngine(Engine):
                 else:
                     prop = None
                     entry = soldout.get(code)
-                    who = ev.merchant_id if pays_merchant else ev.agent_id
                     if entry is not None and not (close_seen and strict_cache):
                         prop = self._cached(entry, who, cap, region_cap, held, sent_whos)
                     if prop is None:
                         prop = "R" + str(code)
                         sent_whos.add(who)
-                    wants[i] = who
                 kind = "p"
                 oid = ev.order_id
             elif t is Closed:
@@ -231,7 +235,7 @@ class RedisEngine(Engine):
         for b in range(nb):
             if args[b]:
                 call_of[b] = len(calls)
-                calls.append(("mark_orders", self._buckets[b], [len(args[b]) // 3, *args[b]]))
+                calls.append(("mark_orders", self._buckets[b], [_pack(args[b])]))
         replies = self.nodes.run(calls, "mark orders") if calls else []
         items: list[tuple] = []
         oc = out.outcome
@@ -272,31 +276,38 @@ class RedisEngine(Engine):
         return "=8"
 
     def _rounds(self, events: Sequence[Event], seg: list[tuple], out: Decisions) -> None:
-        """Steps L1, regions, L2 for a run of items without redemptions."""
+        """Steps L1, regions, L2 for a run of items without redemptions. L1 may defer items
+        that depend on capacity not yet known; they form the next round, in order."""
         capped = bool(self.budget or self.cap)
         while seg:
             self._round += 1
             gid = f"{self._client_id}:{self._round}"
-            grants: dict[int, Any] = {}  # position in seg -> allowance (int) or "#6"
-            cut = len(seg)
-            l1 = [(j, it) for j, it in enumerate(seg)
-                  if it[0] == "c" or (capped and it[0] in "pq")]
+            grants: dict[int, Any] = {}  # position in round -> allowance (int) or "#6"
+            l1 = [it for it in seg if capped or it[0] == "c"]
+            rnd, later = seg, []
             if l1:
-                args: list[Any] = [self.budget, self.cap, gid, len(l1)]
-                for _, it in l1:
-                    if it[0] == "c":
-                        args += ("c", events[it[1]].order_id, "", "")
+                flat: list[Any] = []
+                for it in l1:
+                    kind = it[0]
+                    if kind in "pq":
+                        flat += ("p", events[it[1]].order_id, str(it[2]), it[3],
+                                 self._regions[it[2]].need)
                     else:
-                        args += ("p", events[it[1]].order_id, it[3], self._regions[it[2]].need)
-                reply = self.nodes.run([("grant_capacity", self._ledger_keys, args)],
-                                       "grant capacity")[0]
-                k = int(reply[0])
-                for (j, _it), g in zip(l1[:k], reply[1:]):
-                    grants[j] = g
-                if k < len(l1):
-                    cut = l1[k][0]
-            self._decide(events, seg[:cut], grants, gid, out)
-            seg = seg[cut:]
+                        flat += (kind, events[it[1]].order_id, str(it[2]), "", "")
+                verdicts = self.nodes.run(
+                    [("grant_capacity", self._ledger_keys,
+                      (self.budget, self.cap, gid, _pack(flat)))], "grant capacity")[0]
+                if len(l1) == len(seg):
+                    rnd = []
+                    for it, v in zip(seg, verdicts, strict=True):
+                        if v == "-":
+                            later.append(it)
+                        else:
+                            if it[0] in "pq":
+                                grants[len(rnd)] = v
+                            rnd.append(it)
+            self._decide(events, rnd, grants, gid, out)
+            seg = later
 
     def _decide(self, events: Sequence[Event], rnd: list[tuple], grants: dict[int, Any],
                 gid: str, out: Decisions) -> None:
@@ -313,17 +324,17 @@ class RedisEngine(Engine):
             if kind in "pq":
                 g = grants.get(j, -1)
                 if isinstance(g, str):  # "#6": the ledger decided the beneficiary cap
-                    a += ("f", ev.order_id, it[3], "", g[1:])
+                    a += ("f", ev.order_id, it[3], "", int(g[1:]))
                 else:
-                    a += (kind, ev.order_id, it[3], ev.ts, g)
+                    a += (kind, ev.order_id, it[3], str(ev.ts), g)
             else:
-                a += (kind, ev.order_id, "", "", "")
+                a += (kind, ev.order_id, "", "", 0)
         calls: list[Call] = []
         codes = list(by_region)
         for code in codes:
             reg = self._regions[code]
             a = by_region[code]
-            calls.append(("decide_claims", reg.keys, [*reg.static, len(a) // 5, *a]))
+            calls.append(("decide_claims", reg.keys, (*reg.static, _pack(a))))
         replies = self.nodes.run(calls, "decide claims")
 
         oc, sl, pt = out.outcome, out.slot, out.points
@@ -331,14 +342,17 @@ class RedisEngine(Engine):
         unused_pts = 0
         unused_tok: dict[str, int] = {}
         released = False
-        for code, reply in zip(codes, replies):
+        for code, reply in zip(codes, replies, strict=True):
             js = slots_of[code]
             for m, j in enumerate(js):
                 kind, i = rnd[j][0], rnd[j][1]
                 o, s, p, who, state, fresh = reply[m * 6: m * 6 + 6]
                 o, s, p = int(o), int(s), int(p)
                 if kind != "q":
-                    oc[i], sl[i], pt[i] = o, s, p
+                    if o == UNCHANGED:  # the claim rides along only for the ledger
+                        oc[i], sl[i], pt[i] = o, 0, 0
+                    else:
+                        oc[i], sl[i], pt[i] = o, s, p
                 if state:
                     reports[events[i].order_id] = (who, p, state)
                 if kind in "pq":
@@ -362,13 +376,14 @@ class RedisEngine(Engine):
                 self._soldout.pop(code, None)
         granted = any(not isinstance(g, str) and (g > 0 or self.cap) for g in grants.values())
         if reports or granted or released:
-            args: list[Any] = [gid if granted else "", unused_pts, int(bool(self.budget)),
-                               int(bool(self.cap)), int(released), len(unused_tok)]
+            toks: list[Any] = []
             for who, k in unused_tok.items():
-                args += (who, k)
-            args.append(len(reports))
+                toks += (who, k)
+            claims: list[Any] = []
             for oid, (who, p, state) in reports.items():
-                args += (oid, who, p, state)
+                claims += (oid, who, p, state)
+            args = (gid if granted else "", unused_pts, int(bool(self.budget)),
+                    int(bool(self.cap)), int(released), _pack(toks), _pack(claims))
             reply = self.nodes.run([("settle_claims", self._ledger_keys, args)],
                                    "settle claims")[0]
             for x in range(0, len(reply), 2):
@@ -377,14 +392,14 @@ class RedisEngine(Engine):
                 self._relver += 1
 
     def _redeem(self, events: Sequence[Event], items: list[tuple], out: Decisions) -> None:
-        args: list[Any] = [len(items)]
+        args: list[Any] = []
         for it in items:
             ev = events[it[1]]
             prize = self.campaign.prize_by_id.get(ev.prize)
             args += (ev.redemption_id, ev.beneficiary, ev.prize, ev.qty,
                      prize.cost_points if prize else -1, prize.stock if prize else 0)
         reply = self.nodes.run([("redeem_points", (self._k_bal, self._k_stock, self._k_rdm),
-                                 args)], "redeem")[0]
+                                 (_pack(args),))], "redeem")[0]
         for m, it in enumerate(items):
             out.outcome[it[1]] = int(reply[2 * m])
             out.points[it[1]] = int(reply[2 * m + 1])
@@ -398,15 +413,15 @@ class RedisEngine(Engine):
                                    for node, idx in per_node.items()}, what)
         out: list[dict[str, str]] = [{} for _ in keys]
         for node, idx in per_node.items():
-            for x, reply in zip(idx, got[node]):
+            for x, reply in zip(idx, got[node], strict=True):
                 out[x] = _as_dict(reply)
         return out
 
     def claims(self) -> list[Claim]:
         codes = list(self._regions)
-        tables = self._hgetall_many([self._regions[c].keys[2] for c in codes], "read claims")
+        tables = self._hgetall_many([self._regions[c].keys[1] for c in codes], "read claims")
         out = []
-        for code, table in zip(codes, tables):
+        for code, table in zip(codes, tables, strict=True):
             for oid, rec in table.items():
                 if rec.startswith("#"):
                     continue

@@ -13,11 +13,14 @@ simply apply the batch again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
+import hiredis
+import msgspec
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
@@ -67,6 +70,9 @@ class _Node:
             if got != sha:  # pragma: no cover - would mean a different SHA1
                 raise BackendError(f"redis {self.name}: SCRIPT LOAD of {name} gave {got}, "
                                    f"expected {sha}")
+
+
+_unpack = msgspec.msgpack.Decoder().decode
 
 
 def _evalsha(call: Call) -> tuple[Any, ...]:
@@ -137,10 +143,11 @@ class Nodes:
 
     # -- calls ----------------------------------------------------------------------------
     def run(self, calls: Sequence[Call], what: str) -> list[Any]:
-        """Run script calls; replies in the calls' order. Raises BackendError."""
+        """Run script calls; replies (MessagePack, decoded) in the calls' order.
+        Raises BackendError."""
         results: list[Any] = [None] * len(calls)
         pending = list(range(len(calls)))
-        for attempt in range(3):
+        for _attempt in range(3):
             groups: dict[_Node, list[int]] = {}
             for i in pending:
                 groups.setdefault(self.node_of(calls[i][1][0]), []).append(i)
@@ -149,7 +156,7 @@ class Nodes:
             reload: set[_Node] = set()
             moved = False
             for node, idx in groups.items():
-                for i, r in zip(idx, replies[node]):
+                for i, r in zip(idx, replies[node], strict=True):
                     if isinstance(r, NoScriptError):
                         reload.add(node)
                         pending.append(i)
@@ -160,7 +167,7 @@ class Nodes:
                         raise BackendError(f"redis {node.name}: script {calls[i][0]} "
                                            f"({what}) failed: {r}")
                     else:
-                        results[i] = r
+                        results[i] = _unpack(r)
             if not pending:
                 return results
             try:
@@ -184,14 +191,15 @@ class Nodes:
             for node, idx in groups.items():
                 conn = node.pool.get_connection()
                 conns[node] = conn
-                conn.send_packed_command(conn.pack_commands([_evalsha(calls[i]) for i in idx]),
-                                         check_health=False)
+                conn.send_packed_command(
+                    [b"".join([hiredis.pack_command(_evalsha(calls[i])) for i in idx])],
+                    check_health=False)
             for node, idx in groups.items():
                 conn = conns[node]
                 got = []
                 for _ in idx:
                     try:
-                        got.append(conn.read_response())
+                        got.append(conn.read_response(disable_decoding=True))
                     except ResponseError as exc:
                         got.append(exc)
                 replies[node] = got
@@ -199,10 +207,8 @@ class Nodes:
             for conn in conns.values():
                 conn.disconnect()  # a half-read pipeline must not be reused
             if self._rc is not None:
-                try:
+                with contextlib.suppress(RedisError):
                     self.refresh()
-                except RedisError:
-                    pass
             raise BackendError(f"redis {_names(groups)}: {what} failed: "
                                f"{type(exc).__name__}: {exc}") from exc
         finally:

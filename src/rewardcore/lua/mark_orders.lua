@@ -7,17 +7,18 @@
 --
 -- KEYS[1] bucket order records (hash order_id -> record)
 -- KEYS[2] bucket outcome counters (hash outcome code -> count of placed events)
--- ARGV[1] n: number of events; then 3 per event: kind, order_id, proposal
+-- ARGV[1] the events, MessagePack: a flat array, 3 per event: kind, order_id, proposal
 --   kind "p" placed: proposal "R<code>" = a candidate for region <code>,
 --                    or "=<outcome>" = the client's final outcome for a new order
 --   kind "c" closed, kind "d" completed: proposal unused
--- Reply: one string per event:
+-- Reply: MessagePack array, one string per event:
 --   "=<outcome>"  final (outcome code, see rewardcore.outcomes)
 --   "N"           new candidate: ask the region
 --   "D<code>"     duplicate of a candidate: outcome duplicate, and make sure the region
 --                 decided the first delivery (a client may have died before asking it)
 --   "R<code>"     closed/completed of an order placed into region <code>: ask the region
-local n = tonumber(ARGV[1])
+local ev = cmsgpack.unpack(ARGV[1])
+local n = #ev / 3
 local DUPLICATE, CLOSED, TOMBSTONED, UNCHANGED = '1', '2', '11', '13'
 
 -- unpack() is bounded by Lua's C stack: read and write in chunks
@@ -25,7 +26,7 @@ local CHUNK = 4000
 local stored = {}
 for first = 1, n, CHUNK do
   local ids = {}
-  for i = first, math.min(n, first + CHUNK - 1) do ids[#ids + 1] = ARGV[2 + (i - 1) * 3 + 1] end
+  for i = first, math.min(n, first + CHUNK - 1) do ids[#ids + 1] = ev[(i - 1) * 3 + 2] end
   local got = redis.call('HMGET', KEYS[1], unpack(ids))
   for j = 1, #got do stored[first + j - 1] = got[j] end
 end
@@ -38,8 +39,8 @@ local out = {}
 local function count(code) counts[code] = (counts[code] or 0) + 1 end
 
 for i = 1, n do
-  local base = 2 + (i - 1) * 3
-  local kind, oid, prop = ARGV[base], ARGV[base + 1], ARGV[base + 2]
+  local base = (i - 1) * 3
+  local kind, oid, prop = ev[base + 1], ev[base + 2], ev[base + 3]
   local rec = cur[oid]
   if rec == nil then
     rec = stored[i]
@@ -95,4 +96,4 @@ for oid, _ in pairs(dirty) do
 end
 if #pairs_out > 0 then redis.call('HSET', KEYS[1], unpack(pairs_out)) end
 for code, k in pairs(counts) do redis.call('HINCRBY', KEYS[2], code, k) end
-return out
+return cmsgpack.pack(out)

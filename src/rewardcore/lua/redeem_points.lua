@@ -6,16 +6,17 @@
 -- KEYS[1] balances (hash "c:<who>" confirmed, "r:<who>" redeemed points)
 -- KEYS[2] units taken per prize (hash prize id -> units)
 -- KEYS[3] redemptions (hash redemption id -> "<outcome code>|<points spent>")
--- ARGV[1] n; then 5 per redemption: redemption id, beneficiary, prize id,
+-- ARGV[1] MessagePack flat array, 6 per redemption: redemption id, beneficiary, prize id,
 --         qty (units), cost of one unit in points (-1 = unknown prize), stock (units)
--- Reply: outcome, points spent, per redemption
-local n = tonumber(ARGV[1])
+-- Reply: MessagePack flat array: outcome, points spent, per redemption
+local rd = cmsgpack.unpack(ARGV[1])
+local n = #rd / 6
 local REDEEMED, UNKNOWN_PRIZE, INSUFFICIENT, OUT_OF_STOCK = 14, 15, 16, 17
 local out = {}
 for i = 1, n do
-  local b = 1 + (i - 1) * 6
-  local rid, who, prize = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
-  local qty, unit, stock = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6])
+  local b = (i - 1) * 6
+  local rid, who, prize = rd[b + 1], rd[b + 2], rd[b + 3]
+  local qty, unit, stock = rd[b + 4], rd[b + 5], rd[b + 6]
   local prev = redis.call('HGET', KEYS[3], rid)
   if prev then
     local o, p = string.match(prev, '^(%d+)|(%d+)$')
@@ -44,4 +45,4 @@ for i = 1, n do
     out[#out + 1] = outcome; out[#out + 1] = cost
   end
 end
-return out
+return cmsgpack.pack(out)

@@ -11,14 +11,18 @@
 -- ARGV[1] grant id, "" = none   ARGV[2] unused budget points of the grant
 -- ARGV[3] 1 = the campaign has a budget  ARGV[4] 1 = the campaign has a beneficiary cap
 -- ARGV[5] 1 = a slot was released in this round (other clients drop their sold-out cache)
--- ARGV[6] t; then t pairs: beneficiary, unused tokens of the grant
--- then c; then 4 per claim: order_id, beneficiary, points, state (p, c or r)
--- Reply: beneficiary/tokens-out pairs for every beneficiary touched (when capped)
+-- ARGV[6] MessagePack flat array of pairs: beneficiary, unused tokens of the grant
+-- ARGV[7] MessagePack flat array, 4 per claim: order_id, beneficiary, points,
+--         state (p, c or r)
+-- Reply: MessagePack flat array of beneficiary/tokens-out pairs for every beneficiary
+--   touched (when capped)
 local gid = ARGV[1]
 local unused_pts = tonumber(ARGV[2])
 local has_budget = tonumber(ARGV[3]) == 1
 local has_cap = tonumber(ARGV[4]) == 1
-local t = tonumber(ARGV[6])
+local toks = cmsgpack.unpack(ARGV[6])
+local claims = cmsgpack.unpack(ARGV[7])
+local t = #toks / 2
 
 local touched = {}
 local spent_delta = 0
@@ -27,7 +31,7 @@ local tok_delta = {}
 if gid ~= '' and redis.call('HDEL', KEYS[5], gid) == 1 then
   spent_delta = spent_delta - unused_pts
   for i = 1, t do
-    local who, k = ARGV[6 + (i - 1) * 2 + 1], tonumber(ARGV[6 + (i - 1) * 2 + 2])
+    local who, k = toks[(i - 1) * 2 + 1], toks[(i - 1) * 2 + 2]
     tok_delta[who] = (tok_delta[who] or 0) - k
     touched[who] = true
   end
@@ -37,11 +41,9 @@ local RANK = {p = 1, c = 2, x = 3, r = 4}
 local bal_delta = {}
 local function bal(f, d) bal_delta[f] = (bal_delta[f] or 0) + d end
 
-local base = 6 + t * 2 + 1
-local c = tonumber(ARGV[base])
-for i = 1, c do
-  local j = base + (i - 1) * 4
-  local oid, who, points, state = ARGV[j + 1], ARGV[j + 2], tonumber(ARGV[j + 3]), ARGV[j + 4]
+for i = 1, #claims / 4 do
+  local j = (i - 1) * 4
+  local oid, who, points, state = claims[j + 1], claims[j + 2], claims[j + 3], claims[j + 4]
   local rec = redis.call('HGET', KEYS[3], oid)
   local old = nil
   if rec then old = string.match(rec, '^%d+|(%a)|') end
@@ -79,4 +81,4 @@ if has_cap then
     out[#out + 1] = tonumber(redis.call('HGET', KEYS[2], who)) or 0
   end
 end
-return out
+return cmsgpack.pack(out)
