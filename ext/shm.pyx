@@ -1336,6 +1336,27 @@ def route(const uint8_t[::1] data, Py_ssize_t start, Py_ssize_t limit, Py_ssize_
     return pos, scanned, used, offs, idxs
 
 
+def lines_end(const uint8_t[::1] data, Py_ssize_t start, Py_ssize_t limit, Py_ssize_t target):
+    """(end, lines): the end of the first `target` whole lines from `start`, or of the last
+    whole line before `limit` (the data's end counts as a line end)."""
+    cdef Py_ssize_t n = data.shape[0]
+    cdef const char *base = <const char *> &data[0] if n else NULL
+    cdef const char *nl
+    cdef Py_ssize_t pos = start, lines = 0
+    if limit > n:
+        limit = n
+    while pos < limit and lines < target:
+        nl = <const char *> memchr(base + pos, b'\n', limit - pos)
+        if nl == NULL:
+            if limit == n:
+                pos = n
+                lines += 1
+            break
+        pos = nl - base + 1
+        lines += 1
+    return pos, lines
+
+
 def route_hash(bytes order_id_utf8, int parts):
     """The partition `route` gives an order id (for the slow path and for tests)."""
     cdef uint64_t lo

@@ -34,6 +34,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "rewardcore.daemon.cli",
     "rewardcore.benchmark",
     "rewardcore.loadtest",
+    "rewardcore.parallel",
 )
 
 
@@ -123,6 +124,11 @@ _BYTES_PER_EVENT_GUESS = 100  # a placed event is ~150 bytes, closed/completed ~
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from .parallel import maybe_replay  # --workers, shm:// and memory:///dir (resumable)
+
+    handled = maybe_replay(args)
+    if handled is not None:
+        return handled
     campaign = load_campaign(args.campaign)
     dead_path = Path(args.dead_letters)
     stream = _open_events(args.events)
@@ -208,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dead-letters", default="dead-letters.jsonl",
                    help="where rejected events go, created only if there are any "
                         "(default dead-letters.jsonl)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes sharing the backend, e.g. shm://NAME (events of "
+                        "one order go to one worker)")
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("generate", help="write a synthetic peak-day event stream (JSON lines)")

@@ -784,8 +784,7 @@ class DurableEngine(Engine):
         self._expected = expected_orders
         self.inner = MemoryEngine(campaign, expected_orders)
         self.log = DurableLog(path, opts, "memory", campaign, campaign_fingerprint(campaign))
-        #: (parts, [(offset, line, crc)]) of the last `rewardcore replay` of an input
-        self.replay_positions: tuple[int, list[tuple[int, int, int]]] = (0, [])
+        self._positions: tuple[int, list[tuple[int, int, int]]] = (0, [])
         self.foreign: str | None = None
         self.recovery: RecoveryReport | None = None
         try:
@@ -812,7 +811,7 @@ class DurableEngine(Engine):
     def _restore(self, arrays: dict[str, np.ndarray], scalars: dict[str, Any]) -> None:
         self.inner.core.restore(arrays, scalars["core"])
         parts, pos = scalars["positions"]
-        self.replay_positions = (parts, [tuple(p) for p in pos])
+        self._positions = (parts, [tuple(p) for p in pos])
 
     def _replay(self, pos: Position | None, events: list[Event]) -> None:
         if events:
@@ -822,12 +821,16 @@ class DurableEngine(Engine):
 
     def _note_position(self, pos: Position) -> None:
         parts, which, offset, line, crc = pos
-        have_parts, have = self.replay_positions
+        have_parts, have = self._positions
         rows = list(have) if have_parts == parts else [(0, 0, 0)] * parts
         for j in which:
             if offset >= rows[j][0]:
                 rows[j] = (offset, line, crc)
-        self.replay_positions = (parts, rows)
+        self._positions = (parts, rows)
+
+    def replay_positions(self) -> tuple[int, list[tuple[int, int, int]]]:
+        """(parts, [(offset, line, crc)]) of the last `rewardcore replay` (for resuming)."""
+        return self._positions
 
     def _usable(self) -> None:
         if self.foreign is not None:
@@ -862,14 +865,14 @@ class DurableEngine(Engine):
         arrays, scalars = self.inner.core.snapshot()
         seq = self.log.seq
         gen = self.log.rotate()
-        parts, pos = self.replay_positions
+        parts, pos = self._positions
         self.log.save_snapshot(gen, seq, arrays, {"core": scalars,
                                                   "positions": [parts, [list(p) for p in pos]]})
 
     def reset(self) -> None:
         """Forget everything; the directory starts afresh (even if it held another campaign)."""
         self.inner.reset()
-        self.replay_positions = (0, [])
+        self._positions = (0, [])
         if self.foreign is not None:
             # start past every generation of the old state; the checkpoint then deletes it
             self.foreign = None

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from multiprocessing import resource_tracker, shared_memory
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import numpy as np
 
@@ -82,6 +82,7 @@ def _pow2(n: int) -> int:
 
 @dataclass(frozen=True)
 class ShmConfig:
+    url: str  # with the generated name of an anonymous segment
     name: str
     anonymous: bool
     caps: dict[str, int]
@@ -124,6 +125,7 @@ def parse_url(url: str) -> ShmConfig:
     if directory is not None and not directory.startswith("/"):
         raise ConfigError(f"backend URL {url!r}: dir must be an absolute path")
     return ShmConfig(
+        url=urlunsplit(("shm", name, "", parts.query, "")),
         name=name,
         anonymous=anonymous,
         caps=caps,
@@ -213,9 +215,9 @@ class ShmEngine(Engine):
 
     @property
     def url(self) -> str:
-        """A URL other processes can open to attach to this segment."""
-        q = "" if self.config.dir is None else f"?dir={self.config.dir}"
-        return f"shm://{self.name}{q}"
+        """A URL other processes can open to attach to this segment (the opening URL, with
+        the generated name of a `shm://` segment filled in)."""
+        return self.config.url
 
     @property
     def segment_path(self) -> Path:
@@ -520,9 +522,10 @@ class ShmEngine(Engine):
             with self._locked(recovering=True):
                 self.core.remove_pid(os.getpid())
                 last = not any(_pid_alive(p) for p in self.core.pids())
+                transient = bool(self.core.flags & _shm.FLAG_TRANSIENT)
         except BackendError:
-            pass
-        self._teardown(unlink=last and self.config.transient)
+            transient = False
+        self._teardown(unlink=last and transient)
 
     def unlink(self) -> None:
         """Close and remove the segment, whoever else is attached (they keep their mapping)."""
