@@ -68,7 +68,7 @@ def _worker(url: str, toml: str, worker: int, n: int, seed: int, barrier) -> Non
     engine.close()
 
 
-def check_invariants(engine: Engine, campaign: Campaign) -> None:
+def check_invariants(engine: Engine, campaign: Campaign, open_grants_ok: bool = False) -> None:
     """DESIGN.md's invariants on an engine's views (and the Redis ledger when quiescent)."""
     claims = engine.claims()
     info = campaign.info
@@ -103,38 +103,40 @@ def check_invariants(engine: Engine, campaign: Campaign) -> None:
         b = balances.get(who)
         assert (b.pending if b else 0) == pending[who], f"{who}: pending balance"
         assert (b.confirmed if b else 0) == confirmed[who], f"{who}: confirmed balance"
-    redeemed_qty = sum(1 for o in engine.redemptions().values() if o.label == "redeemed")
-    spent: Counter[str] = Counter()
-    for who, b in balances.items():
-        spent[who] = b.redeemed
+    # stock and redeemed points went down together: points spent = units taken x cost
     stock = engine.stock()
-    initial = {p.id: p.stock for p in campaign.prizes}
     assert all(v >= 0 for v in stock.values())
-    if campaign.prizes:
-        taken = sum(initial[p] - stock[p] for p in initial)
-        assert taken == redeemed_qty
-        cost = campaign.prizes[0].cost_points
-        assert sum(spent.values()) == cost * redeemed_qty
-    ledger_consistent(engine, live)
+    taken_points = sum((p.stock - stock[p.id]) * p.cost_points for p in campaign.prizes)
+    assert sum(b.redeemed for b in balances.values()) == taken_points
+    if any(o.label == "redeemed" for o in engine.redemptions().values()):
+        assert taken_points > 0
+    ledger_consistent(engine, live, open_grants_ok)
 
 
-def ledger_consistent(engine: Engine, live: list) -> None:
+def ledger_consistent(engine: Engine, live: list, open_grants_ok: bool = False) -> None:
     """With no client in flight: nothing granted is left open, and the ledger's counts equal
-    the claims (tokens out per beneficiary, budget spent)."""
+    the claims (tokens out per beneficiary, budget spent). A grant a dead client left open
+    may only hold capacity back (`open_grants_ok`): the counts are then at least the claims."""
     from rewardcore.backends.redis import RedisEngine
 
     if not isinstance(engine, RedisEngine):
         return
     node = engine.nodes.node_of(engine._k_l)
-    assert engine.nodes.command(node, "HLEN", engine._k_grants) == 0
+    exact = engine.nodes.command(node, "HLEN", engine._k_grants) == 0
+    assert exact or open_grants_ok, "a grant was left open"
     if engine.budget:
         spent = int(engine.nodes.command(node, "HGET", engine._k_l, "spent") or 0)
-        assert spent == sum(c.points for c in live)
+        assert spent == sum(c.points for c in live) if exact else spent >= sum(
+            c.points for c in live)
     if engine.cap:
         used = engine.nodes.command(node, "HGETALL", engine._k_used)
         used = dict(zip(used[::2], used[1::2], strict=True)) if isinstance(used, list) else used
+        used = {w: int(v) for w, v in used.items() if int(v)}
         held = Counter(c.beneficiary for c in live)
-        assert {w: int(v) for w, v in used.items() if int(v)} == dict(held)
+        if exact:
+            assert used == dict(held)
+        else:
+            assert all(used.get(w, 0) >= k for w, k in held.items())
 
 
 @pytest.mark.slow
