@@ -36,8 +36,9 @@ def register(subparsers: Any) -> None:
                         "first (default dead-letters.jsonl)")
     p.add_argument("--state-out", help="write the exported state here on a clean stop")
     p.add_argument("--engine-thread", choices=("auto", "on", "off"), default="auto",
-                   help="run engine calls on a dedicated thread (auto: for engines that do "
-                        "network I/O, i.e. all but memory:// and reference://)")
+                   help="run engine calls on a dedicated thread (auto: for engines that can "
+                        "wait on network, fsync or locks: all but plain memory:// and "
+                        "reference://)")
     p.set_defaults(func=cmd_serve)
 
 

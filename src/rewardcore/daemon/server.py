@@ -177,9 +177,9 @@ async def _serve(cfg: DaemonConfig) -> int:
         reason, exit_code = "startup failed", 2
         raise
     finally:
+        await _shutdown(cfg, ctx, server, consumer, tasks, received)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-        await _shutdown(cfg, ctx, server, consumer, tasks, received)
         summary = {"reason": reason, "exit": exit_code if len(received) < 2 else 1,
                    "events": worker.events_applied, "dead_letters": dead.total,
                    "forced": len(received) > 1, "uptime_s": round(time.monotonic() - t0, 3)}

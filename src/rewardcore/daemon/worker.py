@@ -7,9 +7,10 @@ their batch and await a future; the worker takes everything queued, merges conse
 slice of the decisions. Under load many small requests become one large `apply`, which is
 what the engines are fast at.
 
-In-process engines (memory://, reference://) run on the event loop: a merged call takes
-microseconds and a thread hop would cost more. Engines that wait on the network (redis://)
-run on one dedicated thread, so the loop keeps serving while they wait.
+The plain in-memory engines (memory://, reference://) run on the event loop: a merged call
+takes microseconds and a thread hop would cost more. Engines that can wait (redis:// on the
+network, memory:///dir on fsync, shm:// on a lock) run on one dedicated thread, so the loop
+keeps serving while they wait, and whatever queues up meanwhile becomes the next merged call.
 """
 
 from __future__ import annotations
@@ -27,8 +28,18 @@ from .metrics import Metrics
 
 T = TypeVar("T")
 
-#: Schemes of engines that never block on I/O: they run on the event loop by default.
+#: Schemes whose state lives inside one process: a consumer group of daemons cannot share it.
 IN_PROCESS_SCHEMES = frozenset({"memory", "reference"})
+
+
+def waits_on_io(engine: Engine) -> bool:
+    """Whether an engine's calls can wait (network, fsync, a cross-process lock): those run
+    on the worker's thread. Only the plain in-memory engines never do; a durable memory://
+    engine fsyncs its log, and on a thread that fsync covers every batch merged meanwhile."""
+    from ..backends.memory import MemoryEngine
+    from ..backends.reference import ReferenceEngine
+
+    return type(engine) not in (MemoryEngine, ReferenceEngine)
 
 
 class WorkerClosed(RuntimeError):
@@ -62,7 +73,7 @@ class EngineWorker:
         self.metrics = metrics
         self.max_batch = max_batch
         if threaded is None:
-            threaded = getattr(engine, "scheme", "") not in IN_PROCESS_SCHEMES
+            threaded = waits_on_io(engine)
         self.threaded = threaded
         self._executor = (ThreadPoolExecutor(1, thread_name_prefix="rewardcore-engine")
                           if threaded else None)
