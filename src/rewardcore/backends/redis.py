@@ -109,6 +109,15 @@ class RedisEngine(Engine):
         self._soldout_since = time.monotonic()
         self._held: dict[str, int] = {}
         self._relver: int | None = None
+        if self.cap:
+            self._load_held()
+
+    def _load_held(self) -> None:
+        """Tokens out per beneficiary, all of them, so that a beneficiary missing from the
+        mirror has none (the mirror is then exact in one process)."""
+        node = self.nodes.node_of(self._k_used)
+        got = self.nodes.command(node, "HGETALL", self._k_used)
+        self._held = {w: int(v) for w, v in _as_dict(got).items()}
 
     @classmethod
     def from_url(cls, campaign: Campaign, url: str) -> Engine:
@@ -161,16 +170,14 @@ class RedisEngine(Engine):
         return out
 
     def _check_soldout_cache(self) -> None:
-        """Drop the sold-out cache when it is too old or another client released a slot."""
-        if not self._soldout:
-            return
-        if time.monotonic() - self._soldout_since > self.soldout_ttl:
+        """Drop the sold-out cache when it is too old or a client released a slot since the
+        last batch began. The release counter is read before this batch's regions are, so
+        a release that lands while they are read is seen at the next batch."""
+        if self._soldout and time.monotonic() - self._soldout_since > self.soldout_ttl:
             self._soldout.clear()
-            return
         if self.releases:
             node = self.nodes.node_of(self._k_l)
-            ver = self.nodes.command(node, "HGET", self._k_l, "relver")
-            ver = int(ver or 0)
+            ver = int(self.nodes.command(node, "HGET", self._k_l, "relver") or 0)
             if ver != self._relver:
                 self._soldout.clear()
                 self._relver = ver
@@ -266,10 +273,9 @@ class RedisEngine(Engine):
         ledger's as of the last settle, unless this batch already sent one of its orders
         to a region (or a close came first, checked by the caller)."""
         if cap:
-            h = held.get(who)
-            if h is None or who in sent_whos:
+            if who in sent_whos:
                 return None
-            if h >= cap:
+            if held.get(who, 0) >= cap:
                 return "=6"
         if region_cap and entry.get(who, 0) >= region_cap:
             return "=7"
@@ -388,8 +394,6 @@ class RedisEngine(Engine):
                                    "settle claims")[0]
             for x in range(0, len(reply), 2):
                 self._held[reply[x]] = int(reply[x + 1])
-            if released and self._relver is not None:
-                self._relver += 1
 
     def _redeem(self, events: Sequence[Event], items: list[tuple], out: Decisions) -> None:
         args: list[Any] = []
@@ -478,6 +482,21 @@ class RedisEngine(Engine):
         return RegionStatus(code, slots, taken, remaining,
                             tuple((t.upto, t.points) for t in region.tiers))
 
+    # -- maintenance ------------------------------------------------------------------------
+    def rebuild_ledger(self) -> int:
+        """Recompute the ledger's claim-derived figures (tokens, budget spent, pending and
+        confirmed balances) from the regions' claims and drop open grants; returns how many
+        grants were open. Run it only while no client applies events: a grant a dead client
+        left open holds capacity back (never over-awards); this gives that capacity back."""
+        flat: list[Any] = []
+        for c in self.claims():
+            flat += (c.order_id, c.beneficiary, c.points, c.state[0])
+        reply = self.nodes.run([("rebuild_ledger", self._ledger_keys, (_pack(flat),))],
+                               "rebuild ledger")[0]
+        if self.cap:
+            self._load_held()
+        return int(reply)
+
     # -- lifecycle --------------------------------------------------------------------------
     def reset(self) -> None:
         """Delete every key of this campaign under the prefix, on every node (SCAN + UNLINK)."""
@@ -493,7 +512,7 @@ class RedisEngine(Engine):
                 if int(cursor) == 0:
                     break
         self._soldout.clear()
-        self._held.clear()
+        self._held = {}
         self._relver = None
 
     def close(self) -> None:

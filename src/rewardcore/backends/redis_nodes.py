@@ -38,7 +38,7 @@ from redis.retry import Retry
 from ..errors import BackendError
 
 SCRIPT_NAMES = ("mark_orders", "decide_claims", "grant_capacity", "settle_claims",
-                "redeem_points")
+                "redeem_points", "rebuild_ledger")
 
 
 def load_scripts() -> dict[str, tuple[str, str]]:
@@ -167,7 +167,7 @@ class Nodes:
                         raise BackendError(f"redis {node.name}: script {calls[i][0]} "
                                            f"({what}) failed: {r}")
                     else:
-                        results[i] = _unpack(r)
+                        results[i] = _unpack(r) if isinstance(r, bytes) else r
             if not pending:
                 return results
             try:
