@@ -101,8 +101,10 @@ def _cli_run(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("server", SERVERS)
-def test_cli_replay_export_reset_across_processes(request, server, peak, tmp_path):
-    campaign, data, events = peak
+def test_cli_replay_export_reset_across_processes(request, server, tmp_path):
+    campaign = load_campaign(EXAMPLE)
+    data = b"".join(generate(campaign, TrafficShape(orders=2500, seed=8, participants=150)))
+    events, _ = decode_jsonl(data)
     url = request.getfixturevalue(server)
     path = tmp_path / "events.jsonl"
     path.write_bytes(data)

@@ -136,10 +136,13 @@ class Nodes:
         return node
 
     def refresh(self) -> None:
+        """Re-read the cluster's slot map (a slot moved, or a node failed)."""
         if self._rc is not None:
-            self._rc.nodes_manager.initialize()
+            for node in self._nodes.values():
+                node.pool.disconnect()
             self._slot_node.clear()
             self._nodes.clear()
+            self._rc.nodes_manager.initialize()
 
     # -- calls ----------------------------------------------------------------------------
     def run(self, calls: Sequence[Call], what: str) -> list[Any]:
@@ -238,6 +241,11 @@ class Nodes:
 
     def close(self) -> None:
         if self._rc is not None:
+            for node in self._nodes.values():
+                node.pool.disconnect()
+            for cn in self._rc.get_nodes():
+                if cn.redis_connection is not None:
+                    cn.redis_connection.connection_pool.disconnect()
             self._rc.close()
         else:
             self._single.pool.disconnect()
