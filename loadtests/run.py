@@ -11,7 +11,8 @@ daemon with SIGTERM and reads back:
   - the exact per-second latencies the locustfile records (OUT/timeline.*.json);
   - the CPU seconds the daemon and redis-server used (from /proc), so a rate can be put
     per core of the daemon.
-The report (OUT/report.json and OUT/report.md) gives the highest orders/s held for
+The report (OUT/report.json and OUT/report.md; `--report-only` writes it again from a
+finished run's files, e.g. with other targets) gives the highest orders/s held for
 --hold seconds with every request kind's p99 under its target and errors under
 --max-error, where it broke (the first second that was not), the error rate, and whether
 the load generator itself ran out of CPU (then the figures are Locust's limit, not the
@@ -244,9 +245,12 @@ def target_for(name: str, targets: dict[str, float]) -> float:
     return targets["batch"] if orders_of(name) > 1 else targets["single"]
 
 
-def analyse(rows: list[dict[str, Any]], hold: int, max_error: float) -> dict[str, Any]:
-    """The best `hold`-second window with every second within the targets, and the first
-    second that was not (skipping the first second, when users are still starting)."""
+def analyse(rows: list[dict[str, Any]], hold: int, max_error: float,
+            break_after: int = 3) -> dict[str, Any]:
+    """The best `hold`-second window with every second within the targets; where it broke:
+    the start of the first `break_after` seconds in a row that were not (one bad second on
+    a shared machine is a hiccup, not a limit); and the first bad second. The first and
+    last seconds are partial and left out."""
     def good(r: dict[str, Any]) -> bool:
         total = r["requests"] + r["failures"]
         return not r["over_target"] and (not total or r["failures"] / total <= max_error)
@@ -260,24 +264,30 @@ def analyse(rows: list[dict[str, Any]], hold: int, max_error: float) -> dict[str
             rate = sum(r["orders_per_s"] for r in window) / hold
             if rate > held:
                 held, held_at = rate, window[0]["t"]
-    broke = next((r for r in body if not good(r)), None)
+    bad = [not good(r) for r in body]
+    first_miss = next((r for r, b in zip(body, bad, strict=True) if b), None)
+    broke = next((body[i] for i in range(len(body) - break_after + 1)
+                  if all(bad[i:i + break_after])), None)
     peak = max(body, key=lambda r: r["orders_per_s"]) if body else None
-    result: dict[str, Any] = {
+
+    def describe(r: dict[str, Any] | None) -> dict[str, Any] | None:
+        if r is None:
+            return None
+        total = r["requests"] + r["failures"]
+        why = []
+        if r["over_target"]:
+            why.append("p99 over target: " + ", ".join(
+                f"{n} {r['p99_ms'][n]:.0f} ms" for n in r["over_target"]))
+        if total and r["failures"] / total > max_error:
+            why.append(f"errors {r['failures']}/{total}")
+        return {"t": r["t"], "users": r["users"], "orders_per_s": r["orders_per_s"],
+                "why": "; ".join(why)}
+    return {
         "held_orders_per_s": round(held, 1), "held_from_t": held_at, "hold_s": hold,
         "peak_second_orders_per_s": peak["orders_per_s"] if peak else 0,
-        "broke": None,
+        "seconds_over_target": sum(bad), "seconds": len(body), "break_after_s": break_after,
+        "broke": describe(broke), "first_miss": describe(first_miss),
     }
-    if broke is not None:
-        total = broke["requests"] + broke["failures"]
-        why = []
-        if broke["over_target"]:
-            why.append("p99 over target: " + ", ".join(
-                f"{n} {broke['p99_ms'][n]:.0f} ms" for n in broke["over_target"]))
-        if total and broke["failures"] / total > max_error:
-            why.append(f"errors {broke['failures']}/{total}")
-        result["broke"] = {"t": broke["t"], "users": broke["users"],
-                           "orders_per_s": broke["orders_per_s"], "why": "; ".join(why)}
-    return result
 
 
 def write_markdown(report: dict[str, Any], path: Path) -> None:
@@ -297,10 +307,16 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     ]
     if a["broke"]:
         b = a["broke"]
-        lines.append(f"- broke at t = {b['t']} s ({b['users']} users, {b['orders_per_s']:,} "
-                     f"orders/s that second): {b['why']}")
+        lines.append(f"- broke at t = {b['t']} s, the first of {a['break_after_s']} seconds in "
+                     f"a row over target ({b['users']} users, {b['orders_per_s']:,} orders/s "
+                     f"that second): {b['why']}")
     else:
-        lines.append("- did not break at this load: raise --peak-users to find the limit")
+        lines.append(f"- did not break at this load (never {a['break_after_s']} seconds in a "
+                     "row over target): raise --peak-users to find the limit")
+    if a["first_miss"]:
+        f = a["first_miss"]
+        lines.append(f"- seconds over target: {a['seconds_over_target']} of {a['seconds']}; "
+                     f"the first at t = {f['t']} s ({f['users']} users): {f['why']}")
     lines += [f"- requests {report['totals']['requests']:,}, failed "
               f"{report['totals']['failures']:,} (error rate {report['totals']['error_rate']:.3%})",
               f"- daemon CPU: {report['daemon']['cpu_s']:.1f} s over {report['locust_s']:.1f} s "
@@ -356,9 +372,14 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--max-error", type=float, default=0.001, help="error rate allowed")
     ap.add_argument("--hold", type=int, default=0,
                     help="seconds a rate must hold (default: a tenth of --duration, >= 2)")
+    ap.add_argument("--break-after", type=int, default=3,
+                    help="seconds in a row over target that count as broken (default 3)")
     ap.add_argument("--processes", type=int, default=0,
                     help="Locust processes (default: 1 on <= 4 CPUs, else CPUs - 3, max 4)")
     ap.add_argument("--out", type=Path, default=Path("loadtest-report"))
+    ap.add_argument("--report-only", action="store_true",
+                    help="judge the run already in --out again (targets, --hold) and rewrite "
+                         "its report, without running anything")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -382,8 +403,12 @@ def run(args: argparse.Namespace) -> int:
     cpus = os.cpu_count() or 1
     if not args.processes:
         args.processes = 1 if cpus <= 4 else min(4, cpus - 3)
-    hold = args.hold or max(2, int(args.duration / 10))
     out: Path = args.out
+    if args.report_only:
+        if not (out / "run.json").exists():
+            raise SystemExit(f"loadtest: --report-only: {out / 'run.json'} is missing; "
+                             "run the load test into --out first")
+        return report(args, out)
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("timeline.*.json"):
         old.unlink()
@@ -418,6 +443,29 @@ def run(args: argparse.Namespace) -> int:
 
     if code != 0:
         raise SystemExit(f"loadtest: locust exited {code}:\n{text[-3000:]}")
+    measured = {
+        "command": " ".join(["python", "loadtests/run.py", *sys.argv[1:]])
+        if Path(sys.argv[0]).name == "run.py" else " ".join(["rewardcore", *sys.argv[1:]]),
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+                     if k != "func"},
+        "machine": {"cpus": cpus, "load_before": load_before,
+                    "load_after": [round(x, 2) for x in os.getloadavg()]},
+        "daemon": {"backend": args.backend, "exit": exit_code, "cpu_s": round(cpu, 2)},
+        "redis": {"cpu_s": round(rcpu, 2)},
+        "locust_cpu_s": round(gen_cpu, 2),
+        "locust_s": round(locust_s, 2),
+        "generator_saturated": "CPU usage above" in text or "CPU usage was too high" in text,
+        "stream": stream,
+    }
+    (out / "run.json").write_text(json.dumps(measured, indent=2) + "\n")
+    return report(args, out)
+
+
+def report(args: argparse.Namespace, out: Path) -> int:
+    """Write OUT/report.json and OUT/report.md from a finished run's files, with the
+    targets of `args` (so --report-only can judge a run again against other targets)."""
+    measured = json.loads((out / "run.json").read_text())
+    hold = args.hold or max(2, int(measured["settings"]["duration"] / 10))
     targets = {"single": args.p99_ms, "batch": args.batch_p99_ms}
     timeline = load_timeline(out)
     rows = seconds_table(timeline, load_users(out), targets)
@@ -427,36 +475,29 @@ def run(args: argparse.Namespace) -> int:
     failures = agg["failures"] if agg else 0
     orders_done = sum(len(c["ms"]) * orders_of(n) for cells in timeline.values()
                       for n, c in cells.items())
-    report = {
-        "command": " ".join(["python", "loadtests/run.py", *sys.argv[1:]])
-        if Path(sys.argv[0]).name == "run.py" else " ".join(["rewardcore", *sys.argv[1:]]),
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                     if k != "func"} | {"hold": hold},
-        "machine": {"cpus": cpus, "load_before": load_before,
-                    "load_after": [round(x, 2) for x in os.getloadavg()]},
-        "daemon": {"backend": args.backend, "exit": exit_code, "cpu_s": round(cpu, 2),
-                   "cores": round(cpu / locust_s, 2) if locust_s else 0.0,
-                   "orders_per_cpu_s": round(orders_done / cpu, 1) if cpu else 0.0},
-        "redis": {"cpu_s": round(rcpu, 2)},
-        "locust_cpu_s": round(gen_cpu, 2),
-        "locust_s": round(locust_s, 2),
+    cpu, wall = measured["daemon"]["cpu_s"], measured["locust_s"]
+    result = measured | {
+        "settings": measured["settings"] | {
+            "hold": hold, "p99_ms": args.p99_ms, "batch_p99_ms": args.batch_p99_ms,
+            "max_error": args.max_error, "break_after": args.break_after},
+        "daemon": measured["daemon"] | {
+            "cores": round(cpu / wall, 2) if wall else 0.0,
+            "orders_per_cpu_s": round(orders_done / cpu, 1) if cpu else 0.0},
         "orders_answered": orders_done,
         "totals": {"requests": requests, "failures": failures,
                    "error_rate": failures / requests if requests else 0.0},
-        "generator_saturated": "CPU usage above" in text or "CPU usage was too high" in text,
-        "stream": stream,
-        "analysis": analyse(rows, hold, args.max_error),
+        "analysis": analyse(rows, hold, args.max_error, args.break_after),
         "locust_stats": stats,
         "seconds": rows,
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    write_markdown(report, out / "report.md")
-    a = report["analysis"]
+    (out / "report.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_markdown(result, out / "report.md")
+    a = result["analysis"]
     broke = (f"broke at t={a['broke']['t']} s: {a['broke']['why']}" if a["broke"]
              else "did not break")
     print(f"loadtest: held {a['held_orders_per_s']:,.0f} orders/s for {hold} s; {broke}; "
           f"requests {requests:,}, failed {failures:,}; report {out / 'report.md'}")
-    return 0 if exit_code == 0 and requests else 1
+    return 0 if measured["daemon"]["exit"] == 0 and requests else 1
 
 
 if __name__ == "__main__":

@@ -392,8 +392,9 @@ def group_shm(b: Bench) -> None:
 
         def run(workers: int = workers) -> tuple[int, float]:
             seg = f"rc-bench-{os.getpid()}-{workers}"
+            url = f"shm://{seg}?orders={b.args.orders * 2}&transient=1"
             cmd = [sys.executable, "-m", "rewardcore", "replay", b.args.campaign,
-                   str(b.events_file()), "--backend", f"shm://{seg}?orders={b.args.orders * 2}",
+                   str(b.events_file()), "--backend", url,
                    "--workers", str(workers), "--batch", str(b.args.batch),
                    "--dead-letters", os.devnull]
             out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
