@@ -9,6 +9,11 @@ little as possible; requests are built before the clock starts.
 
     python bench/bench_daemon.py                         # defaults below
     python bench/bench_daemon.py --connections 32 --seconds 10 --batch-connections 2
+    python bench/bench_daemon.py --backend redis          # a throwaway redis-server
+    python bench/bench_daemon.py --daemon-arg=--max-batch=1   # no merging, to compare
+
+Besides rates and latencies, each phase reports the daemon's own CPU time per request: on a
+shared machine that figure stays comparable when the wall-clock rates do not.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import uvloop
@@ -31,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from rewardcore import load_campaign  # noqa: E402
+from rewardcore.redis_servers import RedisServer  # noqa: E402
 
 TOKEN = "bench-token"
 
@@ -119,7 +126,7 @@ def phase(pid: int, port: int, per_conn: list[list[bytes]], seconds: float,
 
 
 def report(name: str, elapsed: float, lat: np.ndarray, status: dict[int, int], cpu: float,
-           per_request: int) -> dict[str, float]:
+           per_request: int) -> dict[str, Any]:
     n = len(lat)
     out = {
         "requests": n, "seconds": round(elapsed, 3),
@@ -140,7 +147,10 @@ def report(name: str, elapsed: float, lat: np.ndarray, status: dict[int, int], c
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--campaign", default=str(ROOT / "examples" / "d11-2026.toml"))
-    ap.add_argument("--backend", default="memory://")
+    ap.add_argument("--backend", default="memory://",
+                    help="engine URL, or 'redis' for a throwaway local redis-server")
+    ap.add_argument("--phases", default="single,seq,batch",
+                    help="which phases to run (default single,seq,batch)")
     ap.add_argument("--connections", type=int, default=16, help="single-order clients")
     ap.add_argument("--seconds", type=float, default=8.0, help="per phase")
     ap.add_argument("--batch-size", type=int, default=1000)
@@ -149,9 +159,18 @@ def main() -> int:
                     help="extra argument for rewardcore serve (repeatable)")
     args = ap.parse_args()
 
-    proc, port = start_daemon(args.campaign, args.backend, args.daemon_arg)
+    server = None
+    backend = args.backend
+    if backend == "redis":
+        server = RedisServer().start()
+        backend = server.url
+    phases = set(args.phases.split(","))
+    print(f"load average before: {os.getloadavg()}", flush=True)
+    proc, port = start_daemon(args.campaign, backend, args.daemon_arg)
+    results = {}
     try:
-        print(f"daemon pid {proc.pid} on port {port}, backend {args.backend}", flush=True)
+        print(f"daemon pid {proc.pid} on port {port}, backend {backend}, "
+              f"args {args.daemon_arg}", flush=True)
         # single orders: more than the phase can send, so no connection runs dry
         n1 = args.connections * 6000
         lines = orders_jsonl(args.campaign, n1, 1, "s")
@@ -159,25 +178,31 @@ def main() -> int:
         per_conn = [reqs[i::args.connections] for i in range(args.connections)]
         warm = [[r] for r in orders_and_requests_warmup(port)]
         uvloop.run(run_load(port, warm, 2.0))
-        single = report(f"single-order x{args.connections} connections",
-                        *phase(proc.pid, port, per_conn, args.seconds), 1)
-
-        seq = report("single-order x1 connection (latency)",
-                     *phase(proc.pid, port, [reqs[n1 // 2:]], min(args.seconds, 4.0)), 1)
-
-        b = args.batch_size
-        nb = args.batch_connections * 1500
-        blines = orders_jsonl(args.campaign, nb * b, 2, "b")
-        breqs = [request(port, b"".join(blines[i * b:(i + 1) * b])) for i in range(nb)]
-        per_conn = [breqs[i::args.batch_connections] for i in range(args.batch_connections)]
-        batch = report(f"{b}-order batches x{args.batch_connections} connections",
-                       *phase(proc.pid, port, per_conn, args.seconds), b)
-        print(json.dumps({"single": single, "single_seq": seq, "batch": batch}), flush=True)
+        if "single" in phases:
+            results["single"] = report(f"single-order x{args.connections} connections",
+                                       *phase(proc.pid, port, per_conn, args.seconds), 1)
+        if "seq" in phases:
+            results["seq"] = report(
+                "single-order x1 connection (latency)",
+                *phase(proc.pid, port, [reqs[n1 // 2:]], min(args.seconds, 4.0)), 1)
+        if "batch" in phases:
+            b = args.batch_size
+            nb = args.batch_connections * 1500
+            blines = orders_jsonl(args.campaign, nb * b, 2, "b")
+            breqs = [request(port, b"".join(blines[i * b:(i + 1) * b])) for i in range(nb)]
+            per_conn = [breqs[i::args.batch_connections]
+                        for i in range(args.batch_connections)]
+            results["batch"] = report(f"{b}-order batches x{args.batch_connections} connections",
+                                      *phase(proc.pid, port, per_conn, args.seconds), b)
+        print(json.dumps(results), flush=True)
     finally:
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(30)
         tail = proc.stderr.read().decode().strip().splitlines() if proc.stderr else []
         print(f"daemon exit {rc}: {tail[-1] if tail else ''}", flush=True)
+        print(f"load average after: {os.getloadavg()}", flush=True)
+        if server is not None:
+            server.close()
     return 0
 
 

@@ -37,6 +37,12 @@ def daemons() -> Iterator[list[Daemon]]:
     yield from killing_at_exit()
 
 
+def connect(redis_url: str) -> Any:
+    """A Redis client for the test's own reads and writes (typed loosely: redis-py's reply
+    types are unions the test does not need to narrow)."""
+    return redis.Redis.from_url(redis_url)
+
+
 def source(redis_url: str, consumer: str, **params: Any) -> str:
     hostport = redis_url.split("://", 1)[1].split("/", 1)[0]
     query = "&".join(f"{k}={v}" for k, v in {"group": GROUP, "consumer": consumer,
@@ -44,21 +50,21 @@ def source(redis_url: str, consumer: str, **params: Any) -> str:
     return f"redis-stream://{hostport}/{STREAM}?{query}"
 
 
-def xadd_all(r: redis.Redis, entries: list[dict[str, bytes]]) -> list[bytes]:
+def xadd_all(r: Any, entries: list[dict[str, bytes]]) -> list[bytes]:
     pipe = r.pipeline(transaction=False)
     for fields in entries:
         pipe.xadd(STREAM, fields)
     return pipe.execute()
 
 
-def group_info(r: redis.Redis) -> dict[str, Any]:
+def group_info(r: Any) -> dict[str, Any]:
     for g in r.xinfo_groups(STREAM):
         if g["name"] == GROUP.encode():
             return g
     raise AssertionError(f"group {GROUP} missing")
 
 
-def wait_drained(r: redis.Redis, decisions: int, dead: int = 0, timeout: float = 60) -> None:
+def wait_drained(r: Any, decisions: int, dead: int = 0, timeout: float = 60) -> None:
     """Until every entry was delivered and acknowledged, with its decision or dead letter."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -72,7 +78,7 @@ def wait_drained(r: redis.Redis, decisions: int, dead: int = 0, timeout: float =
                          f"{r.xlen(f'{STREAM}:dead')}/{dead}")
 
 
-def read_decisions(r: redis.Redis, consumer: str | None = None,
+def read_decisions(r: Any, consumer: str | None = None,
                    ) -> list[tuple[bytes, dict[str, Any], int]]:
     """(source entry id, decision, deliveries) per entry of the decisions stream (of one
     consumer, or all)."""
@@ -99,7 +105,7 @@ def test_consumer_applies_claims_and_dead_letters(tmp_path: Path, daemons: list[
     reference's decision in stream order, and the state is the reference's."""
     camp = campaign_file(tmp_path / "c.toml", regions=40, slots=5,
                          max_claims_per_beneficiary_per_region=2)
-    r = redis.Redis.from_url(redis_url)
+    r = connect(redis_url)
     r.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
     # a consumer that took two entries and died: one was delivered 9 times already
     ghost = xadd_all(r, [{"e": placed_line("ghost-1", 1, "g")},
@@ -149,7 +155,7 @@ def test_consumer_applies_claims_and_dead_letters(tmp_path: Path, daemons: list[
     assert any(x["event"] == "stream_claimed" for x in d.logs())
 
 
-def _freeze_with_pending(d: Daemon, r: redis.Redis, consumer: str) -> int:
+def _freeze_with_pending(d: Daemon, r: Any, consumer: str) -> int:
     """SIGSTOP the daemon at a moment it holds delivered, unacknowledged entries."""
     for _ in range(200):
         os.kill(d.pid, signal.SIGSTOP)
@@ -177,7 +183,7 @@ def test_two_daemons_one_killed_nothing_lost_or_doubled(backend: str, tmp_path: 
               source(redis_url, "a", **params))
     b = start(daemons, workdir(tmp_path, "b"), camp, "--backend", url, "--source",
               source(redis_url, "b", **params))
-    r = redis.Redis.from_url(redis_url)
+    r = connect(redis_url)
     n = 4000
     lines = [placed_line(f"o{i}", 1 + i % 40, f"a{i % 97}") for i in range(n)]
     ids = xadd_all(r, [{"e": line} for line in lines])
@@ -232,7 +238,7 @@ def test_sigterm_mid_stream_hands_back_nothing_half_done(tmp_path: Path,
     daemon wrote on the way out; a second daemon takes the rest, so each entry is decided
     exactly once."""
     camp = campaign_file(tmp_path / "c.toml", regions=40, slots=10_000)
-    r = redis.Redis.from_url(redis_url)
+    r = connect(redis_url)
     n = 6000
     lines = [placed_line(f"o{i}", 1 + i % 40, f"a{i % 97}") for i in range(n)]
     ids = xadd_all(r, [{"e": line} for line in lines])

@@ -128,17 +128,16 @@ def dead_letter_row(d: DeadLetter) -> dict[str, Any]:
 
 
 def decision_rows(events: list[Event], d: Decisions) -> list[DecisionRow]:
-    rows = []
+    rows: list[DecisionRow] = []
     append = rows.append
     for ev, o, s, p in zip(events, d.outcome.tolist(), d.slot.tolist(), d.points.tolist(),
                            strict=True):
-        t = type(ev)
-        if t is Placed:
+        if isinstance(ev, Placed):
             append(DecisionRow("placed", ev.order_id, LABELS[o], ev.region, s, p))
-        elif t is Redeem:
+        elif isinstance(ev, Redeem):
             append(DecisionRow("redeem", None, LABELS[o], None, s, p, ev.redemption_id))
         else:
-            append(DecisionRow(_TAG[t], ev.order_id, LABELS[o], None, s, p))
+            append(DecisionRow(_TAG[type(ev)], ev.order_id, LABELS[o], None, s, p))
     return rows
 
 

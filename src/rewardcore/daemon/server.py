@@ -169,10 +169,10 @@ async def _serve(cfg: DaemonConfig) -> int:
             reason = received[0]
         else:
             failed = next(iter(done))
-            exc = failed.exception() if not failed.cancelled() else None
+            err = failed.exception() if not failed.cancelled() else None
             reason = f"{failed.get_name()} stopped"
             exit_code = 1
-            log.error("error", exc_info=exc, extra={"fields": {"where": failed.get_name()}})
+            log.error("error", exc_info=err, extra={"fields": {"where": failed.get_name()}})
     except RewardcoreError:
         reason, exit_code = "startup failed", 2
         raise

@@ -206,7 +206,7 @@ class StreamConsumer:
                                                entries[0][0], entries[-1][0],
                                                count=len(entries) * 2 + 16,
                                                consumername=self.src.consumer)
-        return {r["message_id"]: int(r["times_delivered"]) for r in rows}
+        return {_b(r["message_id"]): int(r["times_delivered"]) for r in rows}
 
     # -- one batch --------------------------------------------------------------------------
     async def _handle(self, entries: list[Entry], deliveries: dict[bytes, int]) -> None:
@@ -261,7 +261,7 @@ class StreamConsumer:
         maxlen = self.src.maxlen or None
         pipe = self.redis.pipeline(transaction=True)
         for (eid, n), row in zip(ev_ids, rows, strict=True):
-            fields: dict[str, Any] = {"src": eid, "d": _json.encode(row),
+            fields: dict[Any, Any] = {"src": eid, "d": _json.encode(row),
                                       "consumer": self.src.consumer}
             if n > 1:
                 fields["deliveries"] = n
@@ -281,7 +281,7 @@ class StreamConsumer:
     def _queue_dead(self, pipe: Any, dead: list[tuple[bytes, str, bytes | None, int]],
                     maxlen: int | None) -> None:
         for eid, reason, raw, n in dead:
-            fields: dict[str, Any] = {"src": eid, "reason": reason, "deliveries": n,
+            fields: dict[Any, Any] = {"src": eid, "reason": reason, "deliveries": n,
                                       "consumer": self.src.consumer}
             if raw is not None:
                 fields["e"] = raw
@@ -313,6 +313,10 @@ class StreamConsumer:
 def _entries(resp: Any) -> list[Entry]:
     # RESP2 shape: [[stream, [(id, fields), ...]]]
     return list(resp[0][1]) if resp else []
+
+
+def _b(v: Any) -> bytes:
+    return v if isinstance(v, bytes) else str(v).encode()
 
 
 def _s(v: Any) -> str:
