@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 from rewardcore.backends import backend_schemes
-from rewardcore.benchmark import _replay_has_workers
 
 from .campaigns import campaign_toml
 
@@ -86,11 +85,17 @@ def test_redis_cluster_and_other_backends_rows(tmp_path: Path) -> None:
                  "redis-benchmark -P 64 -t incr, 3-master cluster"):
         _measured(rows[name])
     # a backend is skipped only when it is really missing, and the row says so
-    shm_ready = "shm" in backend_schemes() and _replay_has_workers()
+    shm_ready = "shm" in backend_schemes()
     for r in report["rows"]:
         if r["skipped"]:
             assert r["group"] in ("shm", "durable"), r
             assert r["group"] != "shm" or not shm_ready, r
+        else:
+            _measured(r)
+    durable = [r["name"] for r in report["rows"] if r["group"] == "durable"]
+    assert durable == ["durable memory:///dir"] or durable == [
+        "memory engine: decode + claims", "durable memory:///dir, fsync per batch",
+        "durable memory:///dir, no fsync"], durable
     shm = [r for r in report["rows"] if r["group"] == "shm"]
     assert shm
     if shm_ready:
