@@ -22,18 +22,19 @@ applied): at least once, never lost.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import mmap
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
 import zlib
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
-from multiprocessing import get_context
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -77,8 +78,7 @@ def maybe_replay(args: argparse.Namespace) -> int | None:
 
 
 # -- jobs and results -----------------------------------------------------------------------
-@dataclass
-class Job:
+class Job(msgspec.Struct):
     """What one worker does: its partitions of the input, from where."""
 
     campaign: str
@@ -91,18 +91,18 @@ class Job:
     start: tuple[int, int, int]  # (offset, line, crc) where this worker's scan begins
     batch: int
     dead_letters: str
+    parent: int = 0  # the pid a worker process dies with
 
 
-@dataclass
-class WorkResult:
+class WorkResult(msgspec.Struct):
     index: int
     events: int = 0
     dead: int = 0
     batches: int = 0
-    counts: list[int] = field(default_factory=lambda: [0] * _N_OUTCOMES)
+    counts: list[int] = msgspec.field(default_factory=lambda: [0] * _N_OUTCOMES)
     started: float = 0.0  # time.monotonic(): comparable between processes of one host
     finished: float = 0.0
-    stats: dict[str, Any] = field(default_factory=dict)
+    stats: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
 @dataclass
@@ -298,15 +298,52 @@ def _resume_plan(engine: Engine, path: str, size: int, workers: int,
     return parts, skip, starts
 
 
-def _pdeathsig() -> None:
-    """Worker initialiser: die with the parent (a killed replay must not leave workers)."""
+def _die_with_parent(parent: int) -> None:
+    """A worker dies with the replay that started it (a killed replay leaves no workers)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if parent and os.getppid() != parent:
+        os._exit(1)  # the parent died before the line above
+
+
+def _run_workers(jobs: list[Job]) -> list[WorkResult]:
+    """One `python -m rewardcore.parallel` process per job: the job as JSON on stdin, the
+    result as JSON on stdout. Plain processes (no multiprocessing queues or semaphores), so
+    a replay killed with SIGKILL leaves nothing behind in /dev/shm."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    procs = [subprocess.Popen([sys.executable, "-m", "rewardcore.parallel"], env=env,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) for _ in jobs]
+    failed: list[str] = []
+
+    def talk(k: int) -> WorkResult | None:
+        out, err = procs[k].communicate(msgspec.json.encode(jobs[k]))
+        if procs[k].returncode != 0:
+            failed.append(f"worker {k} (pid {procs[k].pid}) exited with "
+                          f"{procs[k].returncode}: {err.decode(errors='replace').strip()}")
+            for other in procs:  # one failed: stop the rest
+                with contextlib.suppress(ProcessLookupError):
+                    other.terminate()
+            return None
+        return msgspec.json.decode(out, type=WorkResult)
+
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        results = list(pool.map(talk, range(len(jobs))))
+    if failed:
+        raise RewardcoreError("; ".join(failed))
+    return [r for r in results if r is not None]
+
+
+def _worker_main() -> int:
+    job = msgspec.json.decode(sys.stdin.buffer.read(), type=Job)
+    _die_with_parent(job.parent)
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() == 1:
-        os._exit(1)
+        result = run_job(job)
+    except RewardcoreError as exc:
+        print(f"rewardcore: error: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.buffer.write(msgspec.json.encode(result))
+    return 0
 
 
 def replay_file(campaign_path: str, url: str, events_path: str, workers: int = 1,
@@ -325,13 +362,9 @@ def replay_file(campaign_path: str, url: str, events_path: str, workers: int = 1
         size = os.path.getsize(events_path)
         parts, skip, starts = _resume_plan(engine, events_path, size, workers, notes)
         jobs = [Job(campaign_path, url, events_path, parts, workers, k, skip, starts[k], batch,
-                    dead_letters) for k in range(workers)]
-        if workers == 1:
-            results = [run_job(jobs[0], engine)]
-        else:
-            ctx = get_context("spawn")
-            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_pdeathsig) as pool:
-                results = list(pool.map(run_job, jobs))
+                    dead_letters, os.getpid()) for k in range(workers)]
+        # one worker: this process, on the caller's engine (exactly the reference's order)
+        results = [run_job(jobs[0], engine)] if workers == 1 else _run_workers(jobs)
     finally:
         if own:
             engine.close()
@@ -434,3 +467,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true",
                    help="remove even while processes are attached (they keep their mapping)")
     p.set_defaults(func=cmd_shm_rm)
+
+
+if __name__ == "__main__":
+    sys.exit(_worker_main())

@@ -241,6 +241,14 @@ class ShmEngine(Engine):
                 shm = self._attach_when_sized(seg, deadline)
                 if shm is None:
                     continue  # removed meanwhile: try to create it again
+                if self._alone and not _shm.segment_ready(shm.buf):
+                    # Its creator died before laying it out; a durable segment's users all
+                    # hold the directory's lock, which this process holds alone: remove it.
+                    _untrack(shm)
+                    shm.close()
+                    with contextlib.suppress(FileNotFoundError):
+                        self.segment_path.unlink()
+                    continue
             except OSError as exc:
                 raise BackendError(f"{self.segment_path}: cannot create the segment "
                                    f"({size:,} bytes): {exc.strerror}") from None
@@ -282,6 +290,11 @@ class ShmEngine(Engine):
                 f"{self.segment_path}: the segment was created "
                 f"{'with' if durable else 'without'} a durable dir=; open it the same way")
 
+    @property
+    def _alone(self) -> bool:
+        """Durable, and no other process uses the directory (so none uses the segment)."""
+        return self.log is not None and self.log.first
+
     def _attach_when_sized(self, seg: str, deadline: float) -> shared_memory.SharedMemory | None:
         """Attach to an existing segment once its creator has sized it."""
         path = SHM_DIR / seg
@@ -289,6 +302,9 @@ class ShmEngine(Engine):
             try:
                 if path.stat().st_size > 0:
                     return shared_memory.SharedMemory(seg)
+                if self._alone:
+                    path.unlink()  # created but never sized, by a process now dead
+                    return None
             except FileNotFoundError:
                 return None
             if time.monotonic() > deadline:
