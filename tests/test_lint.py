@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import orjson
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rewardcore import Campaign, Closed, Placed, load_campaign, open_engine, parse_campaign
+from rewardcore.cli import main
 from rewardcore.review.lint import (
     Finding,
     LintConfig,
@@ -30,6 +32,23 @@ STARTS_MS = 1_762_790_400_000  # 2025-11-11T00:00:00+08:00
 def rc(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "rewardcore", *args], capture_output=True,
                           text=True, timeout=120)
+
+
+class Ran(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Ran]:
+    """Run the rewardcore command in this process (no interpreter start-up per call)."""
+    def run(*args: str) -> Ran:
+        capsys.readouterr()
+        code = main(list(args))
+        out = capsys.readouterr()
+        return Ran(code, out.out, out.err)
+    return run
 
 
 def toml(regions: Sequence[tuple[int, int, Sequence[tuple[int, int]]]] = ((1, 2, ((2, 10),)),),
@@ -64,8 +83,8 @@ def by_code(findings: Sequence[Finding], code: str) -> list[Finding]:
 
 # -- the two example campaigns, through the command ------------------------------------------
 
-def test_broken_campaign_fails_and_names_the_prize_and_the_point_value():
-    out = rc("lint", BROKEN, "--participants", "60000", "--format", "json")
+def test_broken_campaign_fails_and_names_the_prize_and_the_point_value(cli):
+    out = cli("lint", BROKEN, "--participants", "60000", "--format", "json")
     assert out.returncode == 1, out.stderr
     report = orjson.loads(out.stdout)
     errors = [f for f in report["findings"] if f["severity"] == "error"]
@@ -92,6 +111,7 @@ def test_broken_campaign_fails_and_names_the_prize_and_the_point_value():
 
 
 def test_broken_campaign_text_output_names_the_prize():
+    # a real process: the exit status is what a release pipeline gates on
     out = rc("lint", BROKEN)
     assert out.returncode == 1
     first = out.stdout.splitlines()[0]
@@ -100,8 +120,8 @@ def test_broken_campaign_text_output_names_the_prize():
     assert out.stdout.splitlines()[-1].startswith("broken-2025: 2 error(s)")
 
 
-def test_sound_example_campaign_passes():
-    out = rc("lint", SOUND, "--participants", "10000", "--format", "json")
+def test_sound_example_campaign_passes(cli):
+    out = cli("lint", SOUND, "--participants", "10000", "--format", "json")
     assert out.returncode == 0, out.stdout
     report = orjson.loads(out.stdout)
     assert report["errors"] == 0
@@ -115,10 +135,10 @@ def test_sound_example_campaign_passes():
     assert facts["value_spread"] < 1.5
 
 
-def test_a_file_that_does_not_load_is_an_error_finding(tmp_path):
+def test_a_file_that_does_not_load_is_an_error_finding(tmp_path, cli):
     bad = tmp_path / "bad.toml"
     bad.write_text(toml().replace('ends_at = 2025-11-12', 'ends_at = 2025-11-10'))
-    out = rc("lint", str(bad), "--format", "json")
+    out = cli("lint", str(bad), "--format", "json")
     assert out.returncode == 1
     report = orjson.loads(out.stdout)
     assert report["findings"][0]["code"] == "campaign-invalid"

@@ -7,13 +7,15 @@ import re
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import orjson
 import pytest
 
 from rewardcore import load_campaign
+from rewardcore.cli import main
 from rewardcore.review.lint import lint
 from rewardcore.review.report import render_report
 from rewardcore.review.simulate import Simulation, simulate
@@ -30,6 +32,23 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def rc(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "rewardcore", *args], capture_output=True,
                           text=True, timeout=300)
+
+
+class Ran(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Ran]:
+    """Run the rewardcore command in this process (no interpreter start-up per call)."""
+    def run(*args: str) -> Ran:
+        capsys.readouterr()
+        code = main(list(args))
+        out = capsys.readouterr()
+        return Ran(code, out.out, out.err)
+    return run
 
 
 def figures_of(html: str) -> dict:
@@ -126,10 +145,10 @@ def test_report_holds_its_pictures_and_the_runs_numbers(sound_run):
     assert "http://" not in html and "https://" not in html  # self-contained
 
 
-def test_simulate_command_report_matches_a_replay_of_the_same_stream(tmp_path):
+def test_simulate_command_report_matches_a_replay_of_the_same_stream(tmp_path, cli):
     """The CLI's report against an independent run: generate + replay of the same seed."""
     report, figure = tmp_path / "sim.html", tmp_path / "sim.png"
-    out = rc("simulate", SOUND, "--orders", "20000", "--seed", "9", "--close-rate", "0.08",
+    out = cli("simulate", SOUND, "--orders", "20000", "--seed", "9", "--close-rate", "0.08",
              "--report", str(report), "--figure", str(figure))
     assert out.returncode == 0, out.stderr
     assert "claims" in out.stdout and "lint: 0 error(s)" in out.stdout
@@ -140,9 +159,9 @@ def test_simulate_command_report_matches_a_replay_of_the_same_stream(tmp_path):
     assert figure.read_bytes().startswith(PNG_MAGIC)
 
     events, state_path = tmp_path / "events.jsonl", tmp_path / "state.json"
-    assert rc("generate", SOUND, "--orders", "20000", "--seed", "9", "--close-rate", "0.08",
+    assert cli("generate", SOUND, "--orders", "20000", "--seed", "9", "--close-rate", "0.08",
               "--out", str(events)).returncode == 0
-    replay = rc("replay", SOUND, str(events), "--state-out", str(state_path))
+    replay = cli("replay", SOUND, str(events), "--state-out", str(state_path))
     assert replay.returncode == 0, replay.stderr
     state = orjson.loads(state_path.read_bytes())
     want = expected_from_state(state, load_campaign(SOUND))
@@ -171,9 +190,9 @@ def test_broken_campaign_rehearsal_shows_the_2025_failures(tmp_path):
         sim.engine.close()
 
 
-def test_bad_arguments_are_refused(tmp_path):
-    out = rc("simulate", SOUND, "--orders", "0", "--report", str(tmp_path / "x.html"))
+def test_bad_arguments_are_refused(tmp_path, cli):
+    out = cli("simulate", SOUND, "--orders", "0", "--report", str(tmp_path / "x.html"))
     assert out.returncode == 2 and "--orders" in out.stderr
-    out = rc("simulate", SOUND, "--close-rate", "1.5", "--report", str(tmp_path / "x.html"))
+    out = cli("simulate", SOUND, "--close-rate", "1.5", "--report", str(tmp_path / "x.html"))
     assert out.returncode == 2 and "--close-rate" in out.stderr
     assert not Path(tmp_path / "x.html").exists()

@@ -37,7 +37,7 @@ def _need_matplotlib() -> None:
 
 def _png(fig: Any) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=_DPI, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=_DPI)  # constrained layout already fits the margins
     return buf.getvalue()
 
 
@@ -329,7 +329,7 @@ def render_report(data: ReviewData, lint: LintResult, *, title: str,
         "<h2>Regions sold out over time</h2>", _img(_single(_plot_sold_out, data), "sold out"),
         "<h2>Budget used over time</h2>", _img(_single(_plot_budget, data), "budget"),
         "<h2>Share of participants rewarded</h2>",
-        _img(_single(_plot_share, data, active, height=2.2), "share rewarded"),
+        _img(_single(_plot_share, data, active, height=2.5), "share rewarded"),
         f"<h2>Regions unlocked per {data.beneficiary}</h2>",
         _img(_single(_plot_regions_per, data), "regions per beneficiary"),
         _regions_table(data),
