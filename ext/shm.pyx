@@ -1269,25 +1269,27 @@ cdef class ShmCore:
 
 
 # -- routing lines of a JSON-lines input to workers -------------------------------------
-def route(const uint8_t[::1] data, Py_ssize_t start, Py_ssize_t limit, Py_ssize_t target,
-          int parts, int workers, int worker, const int64_t[::1] skip, bytearray out,
-          slow):
-    """Scan whole lines from `start` until `target` are selected or `limit` is reached.
+def route(const uint8_t[::1] data, Py_ssize_t start, Py_ssize_t limit, int parts,
+          int workers, int worker, const int64_t[::1] skip, bytearray out,
+          int64_t[::1] offsets, int64_t[::1] lines, slow):
+    """Scan whole lines from `start` until `len(offsets)` are selected or `limit` is reached.
 
     A line belongs to partition hash(order_id) % parts (0 when it has none) and the
     partition to worker partition % workers; a line is selected when it is this worker's
     and starts at or after skip[partition] (the part of the input already applied). The
-    selected lines are copied into `out`, each ending in a newline. `limit` must be the
+    selected lines are copied into `out`, each ending in a newline; their offsets go to
+    `offsets` and their line indexes (relative to `start`) to `lines`. `limit` must be the
     end of the data or a point after which a line may be cut. `slow(line) -> partition`
     answers for lines the scanner cannot route alone.
 
-    Returns (end, lines scanned, bytes used in out, offsets, line indexes of the selected
-    lines relative to `start`).
+    Returns (end, lines scanned, lines selected, bytes used in out).
     """
     cdef Py_ssize_t n = data.shape[0]
     cdef const char *base = <const char *> &data[0] if n else NULL
     cdef Py_ssize_t pos = start
     cdef Py_ssize_t line_end, nxt, used = 0, scanned = 0, selected = 0
+    cdef Py_ssize_t room = len(out)
+    cdef Py_ssize_t target = min(offsets.shape[0], lines.shape[0])
     cdef const char *nl
     cdef const char *s
     cdef size_t sn
@@ -1298,8 +1300,6 @@ def route(const uint8_t[::1] data, Py_ssize_t start, Py_ssize_t limit, Py_ssize_
     cdef char *dst = out
     if limit > n:
         limit = n
-    offs = []
-    idxs = []
     while pos < limit and selected < target:
         nl = <const char *> memchr(base + pos, b'\n', limit - pos)
         if nl == NULL:
@@ -1322,18 +1322,18 @@ def route(const uint8_t[::1] data, Py_ssize_t start, Py_ssize_t limit, Py_ssize_
             else:
                 part = 0
         if part % workers == worker and pos >= skip[part]:
-            if used + (line_end - pos) + 1 > len(out):
+            if used + (line_end - pos) + 1 > room:
                 break  # out is full; the caller gives a larger buffer next time
             memcpy(dst + used, base + pos, line_end - pos)
             used += line_end - pos
             dst[used] = b'\n'
             used += 1
-            offs.append(pos)
-            idxs.append(scanned)
+            offsets[selected] = pos
+            lines[selected] = scanned
             selected += 1
         scanned += 1
         pos = nxt
-    return pos, scanned, used, offs, idxs
+    return pos, scanned, selected, used
 
 
 def lines_end(const uint8_t[::1] data, Py_ssize_t start, Py_ssize_t limit, Py_ssize_t target):

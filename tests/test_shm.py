@@ -307,6 +307,8 @@ ROUTE_LINES = [
     (b'{"type":"placed","order_id":"\xc3\xa9t\xc3\xa9","ts":1}', "\u00e9t\u00e9"),
     (b'{"type":"placed","order_id":"\\u00e9t\\u00e9","ts":1}', "\u00e9t\u00e9"),
     (b'{"s":"a \\"quoted\\" \\\\ string","order_id":"o2"}', "o2"),
+    (b'{"type":"placed","order_id":"decoy","x_y":1,"order_id":"o2"}', "o2"),
+    (b'{"type":"closed","order_id":"o2","note":"\\u0041"}', "o2"),
     (b'{"type":"redeem","redemption_id":"r1"}', None),
     (b'{"order_id":17}', None),
     (b'not json at all', None),
@@ -331,10 +333,14 @@ def test_routing_sends_every_form_of_an_order_id_to_one_partition(parts):
     got: dict[int, int] = {}
     for worker in range(parts):
         out = bytearray(len(data) + 1)
-        end, scanned, used, offs, idxs = _shm.route(data, 0, len(data), 10**6, parts, parts,
-                                                    worker, np.zeros(parts, np.int64), out, slow)
+        offs, idxs = np.zeros(100, np.int64), np.zeros(100, np.int64)
+        end, scanned, n, used = _shm.route(data, 0, len(data), parts, parts, worker,
+                                           np.zeros(parts, np.int64), out, offs, idxs, slow)
         assert end == len(data) and scanned == len(ROUTE_LINES)
+        idxs = idxs[:n].tolist()
         assert out[:used].splitlines() == [ROUTE_LINES[i][0] for i in idxs]
+        assert offs[:n].tolist() == [data.index(ROUTE_LINES[i][0] + b"\n") if ROUTE_LINES[i][0]
+                                     else len(data) - 1 for i in idxs]
         for i in idxs:
             assert i not in got
             got[i] = worker
@@ -342,8 +348,8 @@ def test_routing_sends_every_form_of_an_order_id_to_one_partition(parts):
     for i, (_, oid) in enumerate(ROUTE_LINES):
         want = 0 if oid is None else _shm.route_hash(oid.encode(), parts)
         assert got[i] == want, ROUTE_LINES[i][0]
-    # only escaped order ids, repeated keys and a non-string order id needed decoding
-    assert len(slow_calls) == 5 * parts
+    # only escapes, repeated keys and a non-string order id needed decoding
+    assert len(slow_calls) == 7 * parts
 
 
 def test_routing_skips_what_was_applied_and_stops_at_a_cut_line():
@@ -351,12 +357,18 @@ def test_routing_skips_what_was_applied_and_stops_at_a_cut_line():
 
     data = b'{"order_id":"a"}\n{"order_id":"b"}\n{"order_id":"c"}\n{"order_id":"d'
     out = bytearray(len(data) + 1)
-    end, scanned, used, offs, idxs = _shm.route(data, 0, 40, 10, 1, 1, 0,
-                                                np.array([17], np.int64), out, None)
-    assert (end, scanned, offs) == (34, 2, [17])  # line 1 skipped, line 3 cut at the limit
-    end, scanned, used, offs, idxs = _shm.route(data, 34, len(data), 10, 1, 1, 0,
-                                                np.zeros(1, np.int64), out, None)
+    offs, idxs = np.zeros(10, np.int64), np.zeros(10, np.int64)
+    end, scanned, n, used = _shm.route(data, 0, 40, 1, 1, 0, np.array([17], np.int64), out,
+                                       offs, idxs, None)
+    # line 1 was applied before (skip), line 3 is cut at the limit
+    assert (end, scanned, offs[:n].tolist(), idxs[:n].tolist()) == (34, 2, [17], [1])
+    end, scanned, n, used = _shm.route(data, 34, len(data), 1, 1, 0, np.zeros(1, np.int64),
+                                       out, offs, idxs, None)
     assert (end, scanned, out[:used]) == (len(data), 2, data[34:] + b"\n")
+    # stops when the output arrays are full
+    end, scanned, n, used = _shm.route(data, 0, len(data), 1, 1, 0, np.zeros(1, np.int64),
+                                       out, offs[:1], idxs, None)
+    assert (end, scanned, n) == (17, 1, 1)
     assert _shm.lines_end(data, 0, len(data), 2) == (34, 2)
     assert _shm.lines_end(data, 0, 40, 5) == (34, 2)  # the third line is cut at 40
     assert _shm.lines_end(data, 34, len(data), 5) == (len(data), 2)  # the data's end ends one

@@ -160,7 +160,7 @@ class _DeadWriter:
             self.fd = -1
 
 
-def _decode_selected(buf: memoryview, offsets: list[int], idxs: list[int],
+def _decode_selected(buf: memoryview, offsets: np.ndarray, idxs: np.ndarray,
                      base_line: int) -> tuple[list, list[DeadLetter]]:
     events, dead = decode_jsonl(buf)
     if not dead:
@@ -168,7 +168,7 @@ def _decode_selected(buf: memoryview, offsets: list[int], idxs: list[int],
     # a bad line: decode line by line again, so each dead letter names its real line
     events, dead = [], []
     lines = bytes(buf).split(b"\n")
-    for raw, off, idx in zip(lines, offsets, idxs, strict=False):
+    for raw, off, idx in zip(lines, offsets.tolist(), idxs.tolist(), strict=False):
         ev, dl = decode_jsonl(raw, base_line + idx + 1, off)
         events += ev
         dead += dl
@@ -220,12 +220,14 @@ def _scan(job: Job, engine: Engine, apply_at: Any, mine: list[int], mm: memoryvi
     slow = _slow_partition(job.parts)
     block = max(_BLOCK, job.batch * 256)
     out = bytearray(block + 1)
+    offs = np.zeros(max(job.batch, 1), np.int64)
+    idxs = np.zeros(max(job.batch, 1), np.int64)
     pending: tuple[int, list[int], int, int, int] | None = None
     while pos < size:
         limit = min(size, pos + block)
         if routed:
-            end, scanned, used, offs, idxs = shm.route(mm, pos, limit, job.batch, job.parts,
-                                                       job.workers, job.index, skip, out, slow)
+            end, scanned, n, used = shm.route(mm, pos, limit, job.parts, job.workers,
+                                              job.index, skip, out, offs, idxs, slow)
         else:
             end, scanned = shm.lines_end(mm, pos, limit, job.batch)
         if end == pos:  # a line longer than the block: look further
@@ -234,7 +236,7 @@ def _scan(job: Job, engine: Engine, apply_at: Any, mine: list[int], mm: memoryvi
             continue
         crc = zlib.crc32(mm[pos:end], crc)
         if routed:
-            events, dead = _decode_selected(memoryview(out)[:used], offs, idxs, line)
+            events, dead = _decode_selected(memoryview(out)[:used], offs[:n], idxs[:n], line)
         else:
             events, dead = decode_jsonl(mm[pos:end], line + 1, pos)
         dead_out.write(dead)
