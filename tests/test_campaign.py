@@ -14,7 +14,7 @@ def test_example_campaign_loads(example_campaign):
     assert len(c.regions) == 1111
     assert c.starts_ms < c.ends_ms
     busy = [r for r in c.regions if r.slots == 50]
-    assert busy and all(r.points_for(50) == 8 for r in busy)
+    assert len(busy) == 40 and all(r.points_for(50) == 12 for r in busy)
     assert c.region_by_code[c.regions[0].code].points_for(1) in (5,)
 
 
