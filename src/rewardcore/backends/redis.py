@@ -343,43 +343,56 @@ class RedisEngine(Engine):
             calls.append(("decide_claims", reg.keys, (*reg.static, _pack(a))))
         replies = self.nodes.run(calls, "decide claims")
 
-        oc, sl, pt = out.outcome, out.slot, out.points
         reports: dict[str, tuple[str, int, str]] = {}
         unused_pts = 0
         unused_tok: dict[str, int] = {}
         released = False
+        cap = self.cap
+        rows: list[int] = []
+        outs: list[int] = []
+        slots: list[int] = []
+        points: list[int] = []
         for code, reply in zip(codes, replies, strict=True):
             js = slots_of[code]
-            for m, j in enumerate(js):
-                kind, i = rnd[j][0], rnd[j][1]
-                o, s, p, who, state, fresh = reply[m * 6: m * 6 + 6]
-                o, s, p = int(o), int(s), int(p)
+            b = 0
+            for j in js:
+                it = rnd[j]
+                kind, i = it[0], it[1]
+                o, s, p, state = reply[b], reply[b + 1], reply[b + 2], reply[b + 4]
                 if kind != "q":
+                    rows.append(i)
+                    outs.append(o)
                     if o == UNCHANGED:  # the claim rides along only for the ledger
-                        oc[i], sl[i], pt[i] = o, 0, 0
+                        slots.append(0)
+                        points.append(0)
                     else:
-                        oc[i], sl[i], pt[i] = o, s, p
+                        slots.append(s)
+                        points.append(p)
                 if state:
-                    reports[events[i].order_id] = (who, p, state)
-                if kind in "pq":
+                    reports[events[i].order_id] = (reply[b + 3], p, state)
+                if kind == "p" or kind == "q":
                     g = grants.get(j, -1)
-                    if not isinstance(g, str):
-                        won = o == AWARDED and int(fresh) == 1
+                    if g.__class__ is int:
+                        won = o == AWARDED and reply[b + 5] == 1
                         if g > 0:
                             unused_pts += g - (p if won else 0)
-                        if self.cap and not won:
-                            cand_who = rnd[j][3]
-                            unused_tok[cand_who] = unused_tok.get(cand_who, 0) + 1
+                        if cap and not won:
+                            unused_tok[it[3]] = unused_tok.get(it[3], 0) + 1
                 elif o == REVOKED:
                     released = released or self.releases
                     self._soldout.pop(code, None)
-            tail = reply[len(js) * 6:]
-            if int(tail[0]) == 1:
+                b += 6
+            tail = reply[b:]
+            if tail[0] == 1:
                 if not self._soldout:
                     self._soldout_since = time.monotonic()
                 self._soldout[code] = {tail[x]: int(tail[x + 1]) for x in range(1, len(tail), 2)}
             else:
                 self._soldout.pop(code, None)
+        if rows:
+            out.outcome[rows] = outs
+            out.slot[rows] = slots
+            out.points[rows] = points
         granted = any(not isinstance(g, str) and (g > 0 or self.cap) for g in grants.values())
         if reports or granted or released:
             toks: list[Any] = []

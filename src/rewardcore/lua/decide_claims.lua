@@ -8,7 +8,8 @@
 --
 -- KEYS[1] region state (hash: used = never-used slots handed out, taken = non-revoked
 --         claims, rel = released slots "3,7" ascending, "<outcome code>" = placed events
---         decided here with that outcome)
+--         decided here with that outcome: 0 awarded, 2 closed first, 6 beneficiary cap,
+--         7 region cap, 8 sold out, 9 budget)
 -- KEYS[2] decisions (hash order_id -> "slot|points|state|ts|beneficiary" for a claim,
 --         state p = pending, c = confirmed, r = revoked; or "#<outcome code>")
 -- KEYS[3] non-revoked claims per beneficiary in this region (hash beneficiary -> count)
@@ -48,9 +49,14 @@ local function points_for(slot)
   return error('slot ' .. slot .. ' is past the last tier')
 end
 
-local head = redis.call('HMGET', KEYS[1], 'used', 'taken', 'rel')
+-- the region's counters and every outcome count this script can add to, in one read
+local COUNTED = {AWARDED, CLOSED, 6, REGION_CAP, SOLD_OUT, BUDGET}
+local head = redis.call('HMGET', KEYS[1], 'used', 'taken', 'rel', '0', '2', '6', '7', '8', '9')
 local used = tonumber(head[1]) or 0
 local taken = tonumber(head[2]) or 0
+local counts = {}
+for k = 1, #COUNTED do counts[COUNTED[k]] = tonumber(head[3 + k]) or 0 end
+local counts_changed = false
 local released, rel_changed = {}, false
 if head[3] then
   for s in string.gmatch(head[3], '%d+') do released[#released + 1] = tonumber(s) end
@@ -92,8 +98,8 @@ local function add_held(who, d)
   held_dirty[who] = true
 end
 
-local decisions, dirty, counts = {}, {}, {}
-local function count(code) counts[code] = (counts[code] or 0) + 1 end
+local decisions, dirty = {}, {}
+local function count(code) counts[code] = counts[code] + 1; counts_changed = true end
 local function record(oid, d) decisions[oid] = d; dirty[oid] = true end
 
 local out = {}
@@ -204,15 +210,23 @@ end
 if #pairs_out > 0 then redis.call('HSET', KEYS[2], unpack(pairs_out)) end
 local head_out = {'used', used, 'taken', taken}
 if rel_changed then
-  head_out[5] = 'rel'; head_out[6] = table.concat(released, ',')
+  head_out[#head_out + 1] = 'rel'; head_out[#head_out + 1] = table.concat(released, ',')
+end
+if counts_changed then
+  for k = 1, #COUNTED do
+    local code = COUNTED[k]
+    if counts[code] > 0 then
+      head_out[#head_out + 1] = tostring(code); head_out[#head_out + 1] = counts[code]
+    end
+  end
 end
 redis.call('HSET', KEYS[1], unpack(head_out))
-for code, k in pairs(counts) do redis.call('HINCRBY', KEYS[1], tostring(code), k) end
-local gone = {}
-local keep = {}
+local gone, keep = {}, {}
 for who, _ in pairs(held_dirty) do
   if held[who] > 0 then keep[#keep + 1] = who; keep[#keep + 1] = held[who]
   else gone[#gone + 1] = who end
+  if #keep >= CHUNK then redis.call('HSET', KEYS[3], unpack(keep)); keep = {} end
+  if #gone >= CHUNK then redis.call('HDEL', KEYS[3], unpack(gone)); gone = {} end
 end
 if #keep > 0 then redis.call('HSET', KEYS[3], unpack(keep)) end
 if #gone > 0 then redis.call('HDEL', KEYS[3], unpack(gone)) end

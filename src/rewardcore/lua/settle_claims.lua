@@ -41,30 +41,53 @@ local RANK = {p = 1, c = 2, x = 3, r = 4}
 local bal_delta = {}
 local function bal(f, d) bal_delta[f] = (bal_delta[f] or 0) + d end
 
-for i = 1, #claims / 4 do
-  local j = (i - 1) * 4
-  local oid, who, points, state = claims[j + 1], claims[j + 2], claims[j + 3], claims[j + 4]
-  local rec = redis.call('HGET', KEYS[3], oid)
-  local old = nil
-  if rec then old = string.match(rec, '^%d+|(%a)|') end
-  local old_rank = old and RANK[old] or 0
-  if RANK[state] > old_rank then
-    if old == 'p' or old == 'c' then bal(old .. ':' .. who, -points) end
-    if state == 'p' or state == 'c' then bal(state .. ':' .. who, points) end
-    if state == 'r' then
-      spent_delta = spent_delta - points
-      tok_delta[who] = (tok_delta[who] or 0) - 1
+local nc = #claims / 4
+local CHUNK = 2000  -- unpack() is bounded by Lua's C stack: at most 4000 values a call
+local lc_out = {}
+for first = 1, nc, CHUNK do
+  local last = math.min(nc, first + CHUNK - 1)
+  local ids = {}
+  for i = first, last do ids[#ids + 1] = claims[(i - 1) * 4 + 1] end
+  local recs = redis.call('HMGET', KEYS[3], unpack(ids))
+  for i = first, last do
+    local j = (i - 1) * 4
+    local oid, who, points, state = claims[j + 1], claims[j + 2], claims[j + 3], claims[j + 4]
+    local rec = recs[i - first + 1]
+    local old = nil
+    if rec then old = string.match(rec, '^%d+|(%a)|') end
+    local old_rank = old and RANK[old] or 0
+    if RANK[state] > old_rank then
+      if old == 'p' or old == 'c' then bal(old .. ':' .. who, -points) end
+      if state == 'p' or state == 'c' then bal(state .. ':' .. who, points) end
+      if state == 'r' then
+        spent_delta = spent_delta - points
+        tok_delta[who] = (tok_delta[who] or 0) - 1
+      end
+      lc_out[#lc_out + 1] = oid
+      lc_out[#lc_out + 1] = points .. '|' .. state .. '|' .. who
+      touched[who] = true
     end
-    redis.call('HSET', KEYS[3], oid, points .. '|' .. state .. '|' .. who)
-    touched[who] = true
   end
+  if #lc_out > 0 then redis.call('HSET', KEYS[3], unpack(lc_out)); lc_out = {} end
 end
 
+-- balances: one read and one write (fields that reach zero are dropped)
+local fields = {}
 for f, d in pairs(bal_delta) do
-  if d ~= 0 then
-    local v = redis.call('HINCRBY', KEYS[4], f, d)
-    if v == 0 then redis.call('HDEL', KEYS[4], f) end
+  if d ~= 0 then fields[#fields + 1] = f end
+end
+for first = 1, #fields, CHUNK do
+  local part = {}
+  for k = first, math.min(#fields, first + CHUNK - 1) do part[#part + 1] = fields[k] end
+  local cur = redis.call('HMGET', KEYS[4], unpack(part))
+  local put, gone = {}, {}
+  for k = 1, #part do
+    local v = (tonumber(cur[k]) or 0) + bal_delta[part[k]]
+    if v == 0 then gone[#gone + 1] = part[k]
+    else put[#put + 1] = part[k]; put[#put + 1] = v end
   end
+  if #put > 0 then redis.call('HSET', KEYS[4], unpack(put)) end
+  if #gone > 0 then redis.call('HDEL', KEYS[4], unpack(gone)) end
 end
 if has_budget and spent_delta ~= 0 then redis.call('HINCRBY', KEYS[1], 'spent', spent_delta) end
 if tonumber(ARGV[5]) == 1 then redis.call('HINCRBY', KEYS[1], 'relver', 1) end
