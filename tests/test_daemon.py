@@ -59,9 +59,18 @@ class Daemon:
         self._conns: list[http.client.HTTPConnection] = []
 
     def start(self, timeout: float = 30) -> Daemon:
+        return self.launch().wait_started(timeout)
+
+    def launch(self) -> Daemon:
+        """Start the process without waiting (several daemons can start side by side)."""
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(self.cmd, stderr=log, stdout=subprocess.DEVNULL,
                                          env=self.env, cwd=self.workdir)
+        return self
+
+    def wait_started(self, timeout: float = 30) -> Daemon:
+        """Until the `start` log line (which names the port) appears."""
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for rec in self.logs():
@@ -168,6 +177,16 @@ def start(daemons: list[Daemon], workdir: Path, campaign: Path | str, *args: str
     d = Daemon(workdir, campaign, *args, **kw)
     daemons.append(d)
     return d.start()
+
+
+def start_together(daemons: list[Daemon], *specs: tuple[Path, Path, list[str]],
+                   ) -> list[Daemon]:
+    """Start several daemons side by side: (workdir, campaign, args) each."""
+    started = [Daemon(workdir, campaign, *args) for workdir, campaign, args in specs]
+    daemons.extend(started)
+    for d in started:
+        d.launch()
+    return [d.wait_started() for d in started]
 
 
 # -- events, bodies and the reference ------------------------------------------------------

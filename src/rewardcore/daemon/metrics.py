@@ -58,6 +58,8 @@ class Metrics:
                                     "but not acknowledged", ["stream", "group"], registry=r)
         self.stream_entries = Counter("rewardcore_stream_entries", "Source stream entries "
                                       "acknowledged, by result", ["result"], registry=r)
+        for result in ("applied", "dead_lettered", "taken_over"):
+            self.stream_entries.labels(result)
         self.engine_errors = Counter("rewardcore_engine_errors", "Engine calls that raised",
                                      registry=r)
 

@@ -5,13 +5,14 @@ Entry format (input stream): one event per entry, in the field `e`, as JSON byte
 
 For each batch the consumer reads (XREADGROUP, or XAUTOCLAIM of entries a dead consumer
 left pending), it applies the decoded events through the daemon's one engine worker, then
-in one MULTI/EXEC transaction writes a decision per entry to the decisions stream, moves
-entries that cannot be applied to the dead-letter stream, and XACKs the batch. The
-transaction makes "acknowledged" and "decision written" the same fact: an entry is never
-acknowledged without its decision, and never gets a second decision once acknowledged.
+in one atomic script (COMMIT_BATCH) writes a decision per entry to the decisions stream,
+moves entries that cannot be applied to the dead-letter stream, and XACKs them, for the
+entries it still owns. That makes "acknowledged" and "decision written" the same fact: an
+entry is never acknowledged without its decision, and never gets a second one, even when a
+slow consumer's entries were claimed by another before it finished.
 
 Delivery is at least once: if a daemon dies after the engine applied a batch but before the
-transaction, another consumer applies those entries again. The engines are idempotent, so
+commit script, another consumer applies those entries again. The engines are idempotent, so
 state is as if they came once; that second decision says `duplicate` for a `placed` and
 carries `deliveries` (> 1) so a reader can tell.
 """
@@ -39,6 +40,42 @@ from .worker import EngineWorker, WorkerClosed
 
 log = logging.getLogger("rewardcore.daemon")
 
+# One consumer's batch, committed atomically for the entries it still owns.
+COMMIT_BATCH = """
+-- Write a consumer's decisions (and dead letters) and XACK its entries, atomically, but only
+-- for entries still pending for this consumer: one that another consumer claimed meanwhile
+-- (XAUTOCLAIM after claim_idle) is left to the claimer, so no entry gets two decisions.
+-- KEYS[1] source stream, KEYS[2] decisions stream, KEYS[3] dead-letter stream
+-- ARGV[1] group, ARGV[2] consumer, ARGV[3] maxlen (approximate; 0: no trimming),
+-- ARGV[4] entries; then per entry: id, 'd' (decision) or 'x' (dead letter), k, k pairs.
+-- Returns the ids that were not this consumer's any more.
+local group, consumer = ARGV[1], ARGV[2]
+local maxlen = tonumber(ARGV[3])
+local entries = tonumber(ARGV[4])
+local skipped = {}
+local at = 5
+for _ = 1, entries do
+  local id, target, k = ARGV[at], ARGV[at + 1], tonumber(ARGV[at + 2])
+  local fields = {}
+  for j = 1, 2 * k do fields[j] = ARGV[at + 2 + j] end
+  at = at + 3 + 2 * k
+  local p = redis.call('XPENDING', KEYS[1], group, id, id, 1)
+  if p[1] and p[1][2] == consumer then
+    local key = KEYS[3]
+    if target == 'd' then key = KEYS[2] end
+    if maxlen > 0 then
+      redis.call('XADD', key, 'MAXLEN', '~', maxlen, '*', unpack(fields))
+    else
+      redis.call('XADD', key, '*', unpack(fields))
+    end
+    redis.call('XACK', KEYS[1], group, id)
+  else
+    skipped[#skipped + 1] = id
+  end
+end
+return skipped
+"""
+
 _event = msgspec.json.Decoder(Event)
 _json = msgspec.json.Encoder()
 Entry = tuple[bytes, dict[bytes, bytes] | None]
@@ -64,6 +101,7 @@ class StreamConsumer:
                                     # few quick retries: the consumer loop has its own, with
                                     # a log line, and a start against no Redis fails fast
                                     retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2))
+        self._commit_script = self.redis.register_script(COMMIT_BATCH)
         self._stopping = False
         self._stop_event = asyncio.Event()
         self.applied = 0
@@ -74,12 +112,12 @@ class StreamConsumer:
         """Connect and make sure the group exists (a new group starts at `start`)."""
         await self.redis.ping()
         await self._ensure_group()
-        if not self.shared_engine:
-            await self._warn_if_shared()
 
     async def _warn_if_shared(self) -> None:
         """Several daemons in one group must share one engine (redis://); with an in-process
-        engine each would award every region's slots on its own."""
+        engine each would award every region's slots on its own. Checked after this
+        consumer's first read (which registers it in the group): of two daemons starting
+        together, the one that checks last sees the other."""
         # Redis 7.0 counts a consumer's idle time from its last delivery, so a live but
         # starved consumer looks idle: any consumer seen in the last minute counts.
         recent = max(self.src.claim_idle_ms, 60_000)
@@ -116,6 +154,9 @@ class StreamConsumer:
         lag = asyncio.create_task(self._poll_lag())
         try:
             await self._retrying(self._own_pending)
+            if not self.shared_engine:
+                with contextlib.suppress(RedisError, OSError):
+                    await self._warn_if_shared()
             next_claim = 0.0  # claim at once: a replacement daemon picks up its predecessor's
             cursor = "0-0"
             while not self._stopping:
@@ -232,11 +273,20 @@ class StreamConsumer:
                 except (msgspec.DecodeError, UnicodeDecodeError) as exc:
                     dead.append((eid, f"field 'e': {exc}", raw, n))
         rows = await self._apply(events) if events else []
-        await self._retrying(self._write, [e[0] for e in entries], ev_ids, rows, dead)
-        self.applied += len(events)
-        self.metrics.stream_entries.labels("applied").inc(len(events))
-        if dead:
-            self.metrics.stream_entries.labels("dead_lettered").inc(len(dead))
+        skipped = await self._retrying(self._commit, ev_ids, rows, dead)
+        applied = len(events) - sum(1 for eid, _ in ev_ids if eid in skipped)
+        lettered = len(dead) - sum(1 for d in dead if d[0] in skipped)
+        self.applied += applied
+        self.metrics.stream_entries.labels("applied").inc(applied)
+        if lettered:
+            self.metrics.stream_entries.labels("dead_lettered").inc(lettered)
+        if skipped:
+            # This consumer was slower than claim_idle: another one claimed these entries
+            # and decides them; the engine saw them twice, which its idempotence absorbs.
+            self.metrics.stream_entries.labels("taken_over").inc(len(skipped))
+            log.warning("stream_entries_taken_over", extra={"fields": {
+                "stream": self.src.stream, "group": self.src.group, "entries": len(skipped),
+                "claim_idle_ms": self.src.claim_idle_ms}})
 
     async def _apply(self, events: list[Event]) -> list[DecisionRow]:
         """Apply through the worker; an engine error is retried (the same batch, so delivery
@@ -255,37 +305,48 @@ class StreamConsumer:
                 await self._sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def _write(self, ids: list[bytes], ev_ids: list[tuple[bytes, int]],
-                     rows: list[DecisionRow], dead: list[tuple[bytes, str, bytes | None, int]],
-                     ) -> None:
-        maxlen = self.src.maxlen or None
-        pipe = self.redis.pipeline(transaction=True)
+    async def _commit(self, ev_ids: list[tuple[bytes, int]], rows: list[DecisionRow],
+                      dead: list[tuple[bytes, str, bytes | None, int]]) -> set[bytes]:
+        """Write the decisions and dead letters and acknowledge, atomically, for the entries
+        this consumer still owns; returns the ids another consumer claimed meanwhile."""
+        args: list[Any] = [self.src.group, self.src.consumer, self.src.maxlen,
+                           len(ev_ids) + len(dead)]
         for (eid, n), row in zip(ev_ids, rows, strict=True):
-            fields: dict[Any, Any] = {"src": eid, "d": _json.encode(row),
-                                      "consumer": self.src.consumer}
+            fields: list[Any] = ["src", eid, "d", _json.encode(row),
+                                 "consumer", self.src.consumer]
             if n > 1:
-                fields["deliveries"] = n
-            pipe.xadd(self.src.out, fields, maxlen=maxlen, approximate=True)
-        self._queue_dead(pipe, dead, maxlen)
-        pipe.xack(self.src.stream, self.src.group, *ids)
-        await pipe.execute()
-        if dead:
-            self._record_dead(dead)
+                fields += ["deliveries", n]
+            args += [eid, "d", len(fields) // 2, *fields]
+        for eid, fields in self._dead_fields(dead):
+            args += [eid, "x", len(fields) // 2, *fields]
+        skipped = await self._commit_script(
+            keys=[self.src.stream, self.src.out, self.src.dead], args=args)
+        skipped_ids = {_b(i) for i in skipped}
+        mine = [d for d in dead if d[0] not in skipped_ids]
+        if mine:
+            self._record_dead(mine)
+        return skipped_ids
 
     async def _write_dead(self, dead: list[tuple[bytes, str, bytes | None, int]]) -> None:
+        """Dead letters for entries no longer pending (XAUTOCLAIM dropped them)."""
+        maxlen = self.src.maxlen or None
         pipe = self.redis.pipeline(transaction=True)
-        self._queue_dead(pipe, dead, self.src.maxlen or None)
+        for _, fields in self._dead_fields(dead):
+            pipe.xadd(self.src.dead, dict(zip(fields[::2], fields[1::2], strict=True)),
+                      maxlen=maxlen, approximate=True)
         await pipe.execute()
         self._record_dead(dead)
 
-    def _queue_dead(self, pipe: Any, dead: list[tuple[bytes, str, bytes | None, int]],
-                    maxlen: int | None) -> None:
+    def _dead_fields(self, dead: list[tuple[bytes, str, bytes | None, int]],
+                     ) -> list[tuple[bytes, list[Any]]]:
+        out = []
         for eid, reason, raw, n in dead:
-            fields: dict[Any, Any] = {"src": eid, "reason": reason, "deliveries": n,
-                                      "consumer": self.src.consumer}
+            fields: list[Any] = ["src", eid, "reason", reason, "deliveries", n,
+                                 "consumer", self.src.consumer]
             if raw is not None:
-                fields["e"] = raw
-            pipe.xadd(self.src.dead, fields, maxlen=maxlen, approximate=True)
+                fields += ["e", raw]
+            out.append((eid, fields))
+        return out
 
     def _record_dead(self, dead: list[tuple[bytes, str, bytes | None, int]]) -> None:
         self.dead_lettered += len(dead)
