@@ -20,19 +20,19 @@ from ..errors import RewardcoreError
 from .lint import LintResult
 from .stats import ReviewData
 
-try:
-    from matplotlib.figure import Figure
-except ImportError:  # pragma: no cover - depends on the installed extras
-    Figure = None  # type: ignore[assignment,misc]
-
 _DPI = 80
 _BLUE, _ORANGE, _RED, _GREY, _GREEN = "#3b6ea5", "#e08a2c", "#c0392b", "#9a9a9a", "#4a9a5b"
 
 
-def _need_matplotlib() -> None:
-    if Figure is None:
+def _need_matplotlib() -> Any:
+    """matplotlib's Figure, imported only when a picture is drawn: importing it costs over a
+    second, which every `rewardcore` command (serve included) would otherwise pay at start."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:  # pragma: no cover - depends on the installed extras
         raise RewardcoreError(
-            "reports need matplotlib: pip install 'rewardcore[report]'")
+            "reports need matplotlib: pip install 'rewardcore[report]'") from None
+    return Figure
 
 
 def _png(fig: Any) -> bytes:
@@ -191,8 +191,7 @@ def _plot_could_earn(ax: Any, data: ReviewData, lint: LintResult) -> None:
 
 
 def _figure(width: float, height: float) -> Any:
-    _need_matplotlib()
-    return Figure(figsize=(width, height), layout="constrained")
+    return _need_matplotlib()(figsize=(width, height), layout="constrained")
 
 
 def overview_png(data: ReviewData, lint: LintResult) -> bytes:
