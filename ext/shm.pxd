@@ -82,3 +82,7 @@ ctypedef struct ShmRec:
     PyObject *order          # order id (redemption id for a redeem)
     PyObject *who
     PyObject *event
+
+
+cdef extern from "shm_crc.h":
+    uint32_t rc_crc32c(uint32_t crc, const void *data, size_t n) nogil

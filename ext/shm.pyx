@@ -119,6 +119,9 @@ OUTCOME_CODES = {
 }
 
 cdef enum:
+    PREFETCH_AHEAD = 12
+
+cdef enum:
     ORDER_PLACED = -1
     ORDER_TOMBSTONE = -2
 
@@ -656,12 +659,6 @@ cdef class ShmCore:
                 raise TypeError(f"event {i} of the batch is not an event: "
                                 f"{(<object> ev).__class__.__name__}")
             _fingerprint(r.order, &r.fp, &r.fp2)
-            # fetch the event's bucket now so pass two finds it in cache, not in memory
-            if r.kind == K_REDEEM:
-                continue
-            rc_prefetch(&self.orders[r.fp & self.omask])
-            if r.kind == K_PLACED and (self.cap or self.region_cap):
-                rc_prefetch(&self.btab[r.wfp & self.bmask])
         self.n_prepared = n
         return n
 
@@ -735,10 +732,21 @@ cdef class ShmCore:
         cdef int32_t *out_points = <int32_t *> (<cnp.ndarray> points_arr).data
         cdef Py_ssize_t i
         cdef ShmRec *r
+        cdef ShmRec *ahead
         cdef int o
+        cdef bint caps = self.cap or self.region_cap
         self.n_prepared = 0
         for i in range(n):
             r = &self.recs[i]
+            # The order table is far larger than the caches: ask now for the bucket of the
+            # event a few places on, so its memory latency overlaps this event's work. (Not
+            # in pass one: outside the lock that would pull lines from the other workers.)
+            if i + PREFETCH_AHEAD < n:
+                ahead = &self.recs[i + PREFETCH_AHEAD]
+                if ahead.kind != K_REDEEM:
+                    rc_prefetch(&self.orders[ahead.fp & self.omask])
+                    if caps and ahead.kind == K_PLACED:
+                        rc_prefetch(&self.btab[ahead.wfp & self.bmask])
             if r.kind == K_PLACED:
                 o = self._placed(r, &out_slot[i], &out_points[i])
                 self.h.outcomes[o] += 1
@@ -1355,6 +1363,16 @@ def lines_end(const uint8_t[::1] data, Py_ssize_t start, Py_ssize_t limit, Py_ss
         pos = nl - base + 1
         lines += 1
     return pos, lines
+
+
+def crc32c(const uint8_t[::1] data, uint32_t crc=0):
+    """CRC-32C of `data`, continuing `crc` (the checksum of replay positions)."""
+    cdef Py_ssize_t n = data.shape[0]
+    if n == 0:
+        return crc
+    with nogil:
+        crc = rc_crc32c(crc, &data[0], n)
+    return crc
 
 
 def route_hash(bytes order_id_utf8, int parts):

@@ -9,8 +9,8 @@ workers share the claim state through the backend (shm://, or a server); the per
 order between workers is whichever batch takes the segment's lock first.
 
 Resuming: the shm and durable engines record, atomically with each batch, how far the
-replay got: per partition the input offset, line and CRC32 of the input before it. A
-rerun with the same input (its prefix up to those offsets has the same CRC32) skips what
+replay got: per partition the input offset, line and CRC-32C of the input before it. A
+rerun with the same input (its prefix up to those offsets has the same CRC-32C) skips what
 was applied and goes on, so it ends in the state, outcome counts included, that a run
 without the crash would have reached. A different input (or a damaged prefix) is applied
 from the start, which the engines' idempotency makes safe for claims. A longer input
@@ -32,7 +32,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +101,7 @@ class WorkResult(msgspec.Struct):
     counts: list[int] = msgspec.field(default_factory=lambda: [0] * _N_OUTCOMES)
     started: float = 0.0  # time.monotonic(): comparable between processes of one host
     finished: float = 0.0
+    cpu: float = 0.0  # CPU seconds this worker spent on its input
     stats: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
@@ -190,6 +190,7 @@ def run_job(job: Job, engine: Engine | None = None) -> WorkResult:
             size = os.fstat(f.fileno()).st_size
             pos, line, crc = job.start
             result.started = time.monotonic()
+            cpu0 = time.process_time()
             if size > pos:
                 with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
                     view = memoryview(mm)
@@ -199,6 +200,7 @@ def run_job(job: Job, engine: Engine | None = None) -> WorkResult:
                     finally:
                         view.release()
             result.finished = time.monotonic()
+            result.cpu = time.process_time() - cpu0
         stats = getattr(engine, "stats", None)
         if callable(stats):
             result.stats = stats()
@@ -234,7 +236,7 @@ def _scan(job: Job, engine: Engine, apply_at: Any, mine: list[int], mm: memoryvi
             block *= 2
             out = bytearray(block + 1)
             continue
-        crc = zlib.crc32(mm[pos:end], crc)
+        crc = shm.crc32c(mm[pos:end], crc)
         if routed:
             events, dead = _decode_selected(memoryview(out)[:used], offs[:n], idxs[:n], line)
         else:
@@ -266,19 +268,20 @@ def _resume_plan(engine: Engine, path: str, size: int, workers: int,
     fresh = (workers, [0] * workers, [(0, 0, 0)] * workers)
     if parts == 0 or not any(off for off, _, _ in pos):
         return fresh
-    # the input must begin with what was applied: check the CRC32 at every recorded offset
+    # the input must begin with what was applied: check the CRC-32C at every recorded offset
     wanted = sorted({off for off, _, _ in pos})
     if wanted[-1] > size:
         notes.append("the state was replayed from a longer input; applying this one from "
                      "the start (outcome counts will include redeliveries)")
         return fresh
+    crc32c = _routing().crc32c
     crc_at = {0: 0}
     crc, at = 0, 0
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
         view = memoryview(mm)
         try:
             for off in wanted:
-                crc = zlib.crc32(view[at:off], crc)
+                crc = crc32c(view[at:off], crc)
                 at = off
                 crc_at[off] = crc
         finally:
