@@ -47,12 +47,18 @@ def campaign_like_example(slots: int, caps: bool) -> Campaign:
 
 
 def placed_events(campaign: Campaign, n: int, prefix: str, agents: int, seed: int) -> list:
-    rng = random.Random(seed)
+    """n new orders spread evenly over the regions; each agent places its orders in
+    distinct regions (so the per-region cap of 2 never binds)."""
     codes = [r.code for r in campaign.regions]
+    random.Random(seed).shuffle(codes)
     ts = campaign.starts_ms + 1000
-    return [Placed(order_id=f"{prefix}{i}", merchant_id=f"m{i % 97}",
-                   agent_id=f"a{rng.randrange(agents)}", region=rng.choice(codes),
-                   paid_cents=5000, ts=ts) for i in range(n)]
+    out = []
+    for i in range(n):
+        agent = i % agents  # its k-th order goes to its k-th region
+        region = codes[(agent * 7919 + i // agents) % len(codes)]
+        out.append(Placed(order_id=f"{prefix}{i}", merchant_id=f"m{i % 97}",
+                          agent_id=f"a{agent}", region=region, paid_cents=5000, ts=ts))
+    return out
 
 
 def rate(engine, events: list, batch: int) -> float:
@@ -109,6 +115,7 @@ def main() -> int:
 
         for caps in (False, True):
             camp = campaign_like_example(1_000_000, caps)
+            # agents: 20 orders each, so the campaign cap is never reached either
             events = placed_events(camp, n, "o", max(200, n // 20), 1)
             r = open_region_rate(server.url, camp, events, batch)
             label = "example caps+budget" if caps else "no caps, no budget"
