@@ -52,6 +52,8 @@ cdef extern from "shm_sync.h":
         int64_t pos_crc[64]
         int32_t pids[128]
         uint64_t lock_acquired, lock_contended, lock_wait_ns, lock_held_ns
+        uint64_t hash_lo
+        uint32_t hash_hi
         pthread_mutex_t mutex
     int rc_mutex_init(pthread_mutex_t *m) nogil
     int rc_lock(rc_shm_header *h, uint64_t *t_locked) nogil

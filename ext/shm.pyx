@@ -439,6 +439,8 @@ cdef class ShmCore:
         self.base = <char *> self.view.buf
         self.h = <rc_shm_header *> self.base
         cdef rc_shm_header *h = self.h
+        cdef uint64_t probe_lo
+        cdef uint32_t probe_hi
         if create:
             caps = dict(caps, regions=self.n_regions, heap=heap_total,
                         prizes=len(campaign.prizes))
@@ -464,6 +466,7 @@ cdef class ShmCore:
             h.n_regions = self.n_regions
             h.heap_total = heap_total
             h.n_prizes = len(campaign.prizes)
+            rc_hash_bytes(b"rewardcore hash probe", 21, 1, &h.hash_lo, &h.hash_hi)
             for k in range(N_ARRAYS):
                 h.off[k] = offsets[k]
             err = rc_mutex_init(&h.mutex)
@@ -482,6 +485,9 @@ cdef class ShmCore:
                 raise StateError("segment is not laid out yet (its creator died?)")
             if <int64_t> h.total_size > self.view.len:
                 raise StateError("segment is shorter than its header says")
+            rc_hash_bytes(b"rewardcore hash probe", 21, 1, &probe_lo, &probe_hi)
+            if h.hash_lo != probe_lo or h.hash_hi != probe_hi:
+                raise StateError("segment was made by a build whose order-id hash differs")
             if h.campaign_fp != campaign_fp:
                 raise StateError("segment holds the state of a different campaign "
                                  "(or a different version of this campaign file)")
@@ -1363,6 +1369,15 @@ def lines_end(const uint8_t[::1] data, Py_ssize_t start, Py_ssize_t limit, Py_ss
         pos = nl - base + 1
         lines += 1
     return pos, lines
+
+
+def hash_probe():
+    """The fingerprint of a fixed string: saved state records it, so a build whose hash
+    differs (and would not find any saved order again) refuses that state."""
+    cdef uint64_t lo
+    cdef uint32_t hi
+    rc_hash_bytes(b"rewardcore hash probe", 21, 1, &lo, &hi)
+    return f"{lo:016x}{hi:08x}"
 
 
 def crc32c(const uint8_t[::1] data, uint32_t crc=0):

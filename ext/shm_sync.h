@@ -51,6 +51,10 @@ typedef struct {
     int32_t pids[RC_SHM_MAX_PIDS];
     /* lock statistics */
     uint64_t lock_acquired, lock_contended, lock_wait_ns, lock_held_ns;
+    /* the fingerprint of a fixed string: a build that hashes differently must not attach */
+    uint64_t hash_lo;
+    uint32_t hash_hi;
+    uint32_t spare;
     pthread_mutex_t mutex __attribute__((aligned(64)));
 } rc_shm_header;
 

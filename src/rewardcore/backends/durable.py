@@ -41,6 +41,7 @@ from urllib.parse import parse_qs, urlsplit
 import msgspec
 import numpy as np
 
+from .. import _shm
 from ..campaign import Campaign
 from ..engine import Balance, Claim, Decisions, Engine, RegionStatus
 from ..errors import BackendError, ConfigError
@@ -517,7 +518,15 @@ class DurableLog:
             meta, arrays, scalars = read_snapshot(self._snap_path(base_gen))
             self._check_meta(meta.get("owner_kind"), meta.get("campaign_fp"),
                              meta.get("campaign_id"), self._snap_path(base_gen))
-            restore(arrays, scalars)
+            where = self._snap_path(base_gen)
+            if meta.get("hash") != _shm.hash_probe():
+                raise BackendError(f"{where}: written by a build whose order-id hash differs; "
+                                   "this build cannot read its tables")
+            try:
+                restore(arrays, scalars)
+            except (KeyError, ValueError, TypeError, IndexError) as exc:
+                raise BackendError(f"{where}: the snapshot does not fit this build's engine "
+                                   f"({type(exc).__name__}: {exc})") from None
             last_seq = int(meta["seq"])
             report.snapshot = self._snap_path(base_gen).name
         # files older than the snapshot are covered by it
@@ -599,21 +608,33 @@ class DurableLog:
                 raise _os_error(path, "cannot cut the torn tail of the log", exc) from None
         return at, last_seq
 
-    def _open_append(self, create: bool) -> None:
-        path = self._wal_path(self.gen)
+    def _open_append(self, create: bool, gen: int | None = None) -> None:
+        """Append to generation `gen`'s log from now on (a new file, with its header, when
+        `create` or it is empty). On failure nothing changes: the old log stays in use."""
+        gen = self.gen if gen is None else gen
+        path = self._wal_path(gen)
+        size = 0 if create else self.size
+        fd = -1
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            if create or self.size == 0:
+            if size == 0:
                 os.ftruncate(fd, 0)
-                header = frame(self._header_payload(self.gen), 0)
-                os.write(fd, header)
+                header = frame(self._header_payload(gen), 0)
+                if os.write(fd, header) != len(header):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
                 os.fsync(fd)
                 _fsync_dir(self.path)
-                self.size = len(header)
+                size = len(header)
         except OSError as exc:
+            if fd >= 0:
+                os.close(fd)
+            if create:
+                with contextlib.suppress(OSError):
+                    path.unlink()
             raise _os_error(path, "cannot open the log", exc) from None
         with self._io:
             old, self._fd = self._fd, fd
+        self.gen, self.size = gen, size
         if old >= 0:
             os.close(old)
         self._start_syncer()
@@ -695,16 +716,15 @@ class DurableLog:
         """Start the next generation's log (the current one is fsynced first, whatever the
         policy, so an older generation is never shorter than what followed it)."""
         self.sync()
-        self.gen += 1
-        self.size = 0
+        self._open_append(create=True, gen=self.gen + 1)
         self.since_snapshot = 0
-        self._open_append(create=True)
         return self.gen
 
     def snapshot_meta(self, gen: int, seq: int) -> dict[str, Any]:
         return {"format": 1, "gen": gen, "seq": seq, "owner_kind": self.owner.split(":")[0],
                 "owner": self.owner, "campaign_fp": self.campaign_fp,
-                "campaign_id": self.campaign.id, "written": time.time()}
+                "campaign_id": self.campaign.id, "hash": _shm.hash_probe(),
+                "written": time.time()}
 
     def save_snapshot(self, gen: int, seq: int, arrays: dict[str, np.ndarray],
                       scalars: dict[str, Any]) -> None:
@@ -721,9 +741,8 @@ class DurableLog:
     def follow(self, gen: int, size: int, seq: int) -> None:
         """Another process of the segment moved the log on: append where it left off."""
         if gen != self.gen or self._fd < 0:
-            self.gen = gen
             self.size = size
-            self._open_append(create=False)
+            self._open_append(create=False, gen=gen)
         self.size, self.seq = size, seq
 
     def matches(self, gen: int, size: int, seq: int) -> bool:
@@ -856,8 +875,17 @@ class DurableEngine(Engine):
         if pos is not None:
             self._note_position(pos)
         if self.log.wants_snapshot:
-            self.checkpoint()
+            self._try_checkpoint()
         return out
+
+    def _try_checkpoint(self) -> None:
+        # The batch is applied and logged; a snapshot that fails (a full disk) must not
+        # fail it. The log keeps everything; the snapshot is tried again later.
+        try:
+            self.checkpoint()
+        except BackendError as exc:
+            self.log.since_snapshot = 0
+            log.error("%s (the log still holds every batch; retrying later)", exc)
 
     def checkpoint(self) -> None:
         """Snapshot the state now and start a new log generation."""

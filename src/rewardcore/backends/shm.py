@@ -34,11 +34,14 @@ one to lock it gets EOWNERDEAD; without `dir=` every process then refuses the se
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import logging
 import os
 import re
 import secrets
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing import resource_tracker, shared_memory
@@ -178,6 +181,18 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+_OPEN: weakref.WeakSet[ShmEngine] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """A normal exit closes what the program left open: its pid leaves the segments, and a
+    transient segment it was the last user of goes (no segment leaks on a normal exit)."""
+    for engine in list(_OPEN):
+        with contextlib.suppress(Exception):
+            engine.close()
+
+
 class ShmEngine(Engine):
     """The shared-memory engine; see the module docstring."""
 
@@ -208,6 +223,7 @@ class ShmEngine(Engine):
         except BaseException:
             self._teardown(unlink=self.created)
             raise
+        _OPEN.add(self)
 
     @classmethod
     def from_url(cls, campaign: Campaign, url: str) -> Engine:
@@ -431,13 +447,24 @@ class ShmEngine(Engine):
                 core.set_positions(pos[0], list(pos[1]), pos[2], pos[3], pos[4])
             if log is not None:
                 if log.wants_snapshot:
-                    checkpoint = self._begin_checkpoint()
+                    checkpoint = self._try(self._begin_checkpoint)
                 core.set_wal_state(log.gen, log.size, log.seq)
         if log is not None:
             log.committed()  # fsync outside the mutex: one fsync covers every worker's writes
             if checkpoint is not None:
-                log.save_snapshot(*checkpoint)
+                self._try(log.save_snapshot, *checkpoint)
         return Decisions(*out)
+
+    def _try(self, step: Any, *args: Any) -> Any:
+        """A checkpoint step: the batch is applied and logged, so a snapshot that fails (a
+        full disk) must not fail it; the log keeps everything and it is tried again later."""
+        assert self.log is not None
+        try:
+            return step(*args)
+        except BackendError as exc:
+            self.log.since_snapshot = 0
+            logging.getLogger("rewardcore.shm").error("%s (retrying later)", exc)
+            return None
 
     def _begin_checkpoint(self) -> tuple[int, int, dict[str, np.ndarray], dict[str, Any]]:
         """Copy the state and start the next log generation (under the mutex); the copy is
@@ -542,6 +569,17 @@ class ShmEngine(Engine):
         except BackendError:
             transient = False
         self._teardown(unlink=last and transient)
+
+    def __del__(self) -> None:
+        # Not closed: at least let go of the mapping quietly (the pid stays in the header
+        # until the next process to attach finds it dead).
+        with contextlib.suppress(Exception):
+            if self.core is not None:
+                self.core.release()
+                self.core = None
+            if self._shm is not None:
+                self._shm.close()
+                self._shm = None
 
     def unlink(self) -> None:
         """Close and remove the segment, whoever else is attached (they keep their mapping)."""
