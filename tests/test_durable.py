@@ -248,6 +248,28 @@ def test_disk_full_is_a_clear_error_and_corrupts_nothing(tmp_path, campaign):
             again.close()
 
 
+def test_a_failed_snapshot_does_not_fail_the_batch(tmp_path, caplog):
+    c = load_campaign(EXAMPLE)
+    from rewardcore.codec import decode_jsonl
+
+    events, _ = decode_jsonl(b"".join(generate(c, TrafficShape(orders=8_000, seed=2))))
+    d = tmp_path / "d"
+    (d / "snapshot-00000001.rcs.tmp").mkdir(parents=True)  # the snapshot cannot be written
+    e = open_engine(c, f"memory://{d}?snapshot_mb=1&fsync=none")
+    ref = open_engine(c, "memory://")
+    for i in range(0, len(events), 500):
+        e.apply(events[i:i + 500])
+        ref.apply(events[i:i + 500])
+    e.close()
+    assert "cannot write snapshot" in caplog.text and not list(d.glob("snapshot-*.rcs"))
+    (d / "snapshot-00000001.rcs.tmp").rmdir()
+    again = open_engine(c, f"memory://{d}")
+    try:
+        assert again.export_state() == ref.export_state()
+    finally:
+        again.close()
+
+
 def test_another_campaign_in_the_directory(tmp_path, campaign):
     url = f"memory://{tmp_path}/d"
     e = open_engine(campaign, url)

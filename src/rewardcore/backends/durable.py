@@ -509,8 +509,9 @@ class DurableLog:
         report = RecoveryReport(str(self.path))
         for name in os.listdir(self.path) if clean else ():
             if name.endswith(".tmp"):
-                (self.path / name).unlink(missing_ok=True)
-                report.removed.append(name)
+                with contextlib.suppress(OSError):
+                    (self.path / name).unlink()
+                    report.removed.append(name)
         wals, snaps = self._listing()
         base_gen, last_seq = 0, 0
         if snaps:
