@@ -513,9 +513,10 @@ cdef class MemoryCore:
                 r.kind = K_PLACED
                 r.order = _field(ev, OFF_P_ORDER)
                 _str_field(r.order, i, "order_id")
-                _str_field(_field(ev, OFF_P_AGENT), i, "agent_id")
-                _str_field(_field(ev, OFF_P_MERCHANT), i, "merchant_id")
+                # Only the beneficiary's id is read (the other one is never used, as in the
+                # reference engine), so only it is checked: one cache line less per event.
                 r.who = _field(ev, OFF_P_MERCHANT if self.pays_merchant else OFF_P_AGENT)
+                _str_field(r.who, i, "merchant_id" if self.pays_merchant else "agent_id")
                 if caps:
                     _hash_str(r.who, &r.wfp, &r.wfp2)
                 r.region = _int_field(_field(ev, OFF_P_REGION), i, "region")
