@@ -296,6 +296,30 @@ def test_durable_segment_reopens_without_replay_when_it_matches_the_log(campaign
         e.close()
 
 
+def test_a_durable_directory_belongs_to_one_segment(campaign, name, tmp_path):
+    d = tmp_path / "d"
+    a = open_engine(campaign, f"shm://{name}?orders=100&dir={d}")
+    b = open_engine(campaign, f"shm://{name}?dir={d}")  # the same segment: shares the dir
+    try:
+        other = unique()
+        with pytest.raises(BackendError, match=rf"{d}: the durable directory is in use by "
+                                               rf"another process \(shm:{name}\)"):
+            open_engine(campaign, f"shm://{other}?orders=100&dir={d}")
+        with pytest.raises(BackendError, match="in use"):
+            open_engine(campaign, f"memory://{d}")
+        b.apply([placed("o1")])
+        assert [c.order_id for c in a.claims()] == ["o1"]
+    finally:
+        a.close()
+        b.close()
+    m = open_engine(campaign, f"memory://{d}")  # free again, but it holds shm state
+    try:
+        with pytest.raises(ConfigError, match="written by the shm engine"):
+            m.claims()
+    finally:
+        m.close()
+
+
 # -- routing ----------------------------------------------------------------------------------
 ROUTE_LINES = [
     (b'{"type":"placed","order_id":"o1","region":1}', "o1"),
