@@ -295,6 +295,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     lines = [
         "# rewardcore load test: capacity report", "",
         f"Command: `{report['command']}`  ",
+        f"Code: {report.get('source') or 'not a git checkout'}  ",
         f"Machine: {report['machine']['cpus']} CPUs, load average before "
         f"{report['machine']['load_before']}, after {report['machine']['load_after']}  ",
         f"Daemon: `{report['daemon']['backend']}`, exit {report['daemon']['exit']}; "
@@ -396,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rewardcore.benchmark import source_version
     from rewardcore.redis_servers import RedisServer
 
     if args.duration <= 0 or args.peak_users < 1:
@@ -450,6 +452,7 @@ def run(args: argparse.Namespace) -> int:
                      if k != "func"},
         "machine": {"cpus": cpus, "load_before": load_before,
                     "load_after": [round(x, 2) for x in os.getloadavg()]},
+        "source": source_version(),
         "daemon": {"backend": args.backend, "exit": exit_code, "cpu_s": round(cpu, 2)},
         "redis": {"cpu_s": round(rcpu, 2)},
         "locust_cpu_s": round(gen_cpu, 2),

@@ -694,7 +694,7 @@ def run(args: argparse.Namespace) -> int:
         meta = {"python": platform.python_version(), "cpus": os.cpu_count(),
                 "load_avg": os.getloadavg(), "events": b.events, "orders": args.orders,
                 "batch": args.batch, "repeat": args.repeat, "redis_orders": args.redis_orders,
-                "groups": groups, "argv": sys.argv[1:]}
+                "groups": groups, "argv": sys.argv[1:], "source": source_version()}
         Path(args.json).write_bytes(orjson.dumps(
             {"meta": meta, "rows": [msgspec.to_builtins(r) | {
                 "rate": r.rate, "verdict": r.verdict, "spread": r.spread,
@@ -706,6 +706,23 @@ def run(args: argparse.Namespace) -> int:
     if missed and not args.no_fail:
         return 1
     return 0
+
+
+def source_version() -> str:
+    """The checkout's commit (and how many files differ from it), so a figure can be
+    traced to the code that made it; "" outside a git checkout."""
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain",
+                                "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    if head.returncode != 0:
+        return ""
+    changed = len(dirty.stdout.splitlines())
+    return head.stdout.strip() + (f" + {changed} changed files" if changed else "")
 
 
 @contextlib.contextmanager
