@@ -149,6 +149,8 @@ class RedisEngine(Engine):
 
     # -- the hot path -----------------------------------------------------------------------
     def apply(self, events: Sequence[Event]) -> Decisions:
+        if type(events) is not list:
+            events = list(events)
         n = len(events)
         out = Decisions.empty(n)
         if not n:
