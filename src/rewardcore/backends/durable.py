@@ -310,7 +310,7 @@ def read_snapshot(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray], di
             for name, dtype, shape, nbytes, acrc in meta["arrays"]:
                 # readinto a fresh array: it stays writable, which the engines need
                 a = np.empty(nbytes // max(np.dtype(dtype).itemsize, 1), dtype)
-                if f.readinto(memoryview(a).cast("B")) != nbytes or zlib.crc32(a.data) != acrc:
+                if f.readinto(a.data.cast("B")) != nbytes or zlib.crc32(a.data) != acrc:
                     raise BackendError(f"{path}: snapshot array {name!r} is damaged")
                 arrays[name] = a.reshape(shape)
             blen, bcrc = meta["scalars"]

@@ -46,7 +46,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing import resource_tracker, shared_memory
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import numpy as np
@@ -206,7 +206,7 @@ class ShmEngine(Engine):
         self.recovery: RecoveryReport | None = None
         self.log: DurableLog | None = None
         self._shm: shared_memory.SharedMemory | None = None
-        self.core: Any = None
+        self.core: Any = cast(Any, None)  # the compiled core, once the segment is open
         self.created = False
         try:
             if config.dir is not None:
@@ -248,6 +248,7 @@ class ShmEngine(Engine):
                  | (_shm.FLAG_DURABLE if cfg.dir is not None else 0)
                  | (0 if cfg.reserve else _shm.FLAG_SPARSE))
         deadline = time.monotonic() + _ATTACH_WAIT
+        shm: shared_memory.SharedMemory | None
         while True:
             try:
                 shm = shared_memory.SharedMemory(seg, create=True, size=size)
