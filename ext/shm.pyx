@@ -67,6 +67,9 @@ cdef void _zero_bytes(char *p, size_t n, bint sparse) noexcept:
     else:
         memset(p, 0, n)
 
+cdef extern from "rc_pyint.h":
+    int rc_long_value(PyObject *v, long long *out) except -1
+
 cdef extern from "Python.h":
     ctypedef struct PyMemberDef:
         const char *name
@@ -80,7 +83,6 @@ cdef extern from "Python.h":
     int PyUnicode_KIND(PyObject *o)
     void *PyUnicode_DATA(PyObject *o)
     object PyUnicode_FromKindAndData(int kind, const void *buffer, Py_ssize_t size)
-    long long PyLong_AsLongLongAndOverflow(PyObject *o, int *overflow)
     PyTypeObject *Py_TYPE(PyObject *o)
 
 from rewardcore.events import Closed, Completed, Placed, Redeem
@@ -280,20 +282,24 @@ cdef inline PyObject *_member(PyObject *ev, Py_ssize_t off) noexcept:
     return (<PyObject **> ((<char *> ev) + off))[0]
 
 
-cdef int _need_str(PyObject *v, str name, Py_ssize_t i) except -1:
+cdef int _bad(str name, Py_ssize_t i, str what) except -1:
+    if what == "int64":
+        raise OverflowError(f"event {i}: field {name!r} does not fit in int64")
+    raise TypeError(f"event {i}: field {name!r} must be {what}")
+
+
+cdef inline int _need_str(PyObject *v, str name, Py_ssize_t i) except -1:
     if v == NULL or not PyUnicode_CheckExact(v):
-        raise TypeError(f"event {i}: field {name!r} must be a str")
+        _bad(name, i, "a str")
     return 0
 
 
-cdef int64_t _need_int(PyObject *v, str name, Py_ssize_t i) except? -1:
-    cdef int overflow = 0
-    cdef long long x
+cdef inline int64_t _need_int(PyObject *v, str name, Py_ssize_t i) except? -1:
+    cdef long long x = 0
     if v == NULL or not PyLong_CheckExact(v):
-        raise TypeError(f"event {i}: field {name!r} must be an int")
-    x = PyLong_AsLongLongAndOverflow(v, &overflow)
-    if overflow:
-        raise OverflowError(f"event {i}: field {name!r} does not fit in int64")
+        _bad(name, i, "an int")
+    if rc_long_value(v, &x) == 1:  # ext/rc_pyint.h: no call for the usual sizes
+        _bad(name, i, "int64")
     return x
 
 
