@@ -44,15 +44,14 @@ UNCHANGED = int(Outcome.UNCHANGED)
 class _Region:
     """Everything the client sends about one region, computed once."""
 
-    __slots__ = ("code", "keys", "static", "need", "maxp")
+    __slots__ = ("code", "keys", "static", "need")
 
     def __init__(self, code: int, keys: tuple[str, ...], static: tuple[Any, ...],
-                 need: str, maxp: int) -> None:
+                 need: str) -> None:
         self.code = code
-        self.keys = keys
-        self.static = static
-        self.need = need
-        self.maxp = maxp
+        self.keys = keys  # r (state), ord (decisions), who (holders)
+        self.static = static  # decide_claims ARGV[1..5]
+        self.need = need  # "maxpoints:minpositivepoints" for grant_capacity
 
 
 class RedisEngine(Engine):
@@ -102,7 +101,7 @@ class RedisEngine(Engine):
             self._regions[r.code] = _Region(
                 r.code, (f"{base}:r", f"{base}:ord", f"{base}:who"),
                 (r.slots, int(self.releases), state, self.region_cap, tiers),
-                f"{maxp}:{minp}", maxp)
+                f"{maxp}:{minp}")
         # The local sold-out cache: region code -> its holders (beneficiary -> claims),
         # and the ledger's tokens-out per beneficiary as last seen (for the cap label).
         self._soldout: dict[int, dict[str, int]] = {}
@@ -142,10 +141,6 @@ class RedisEngine(Engine):
             raise ConfigError(f"backend URL {_safe(url)}: a cluster has only database 0")
         plain = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(rest), ""))
         return cls(campaign, plain, cluster=cluster, **opts)
-
-    # -- keys -------------------------------------------------------------------------------
-    def _bucket_of(self, order_id: str) -> int:
-        return zlib.crc32(order_id.encode("utf-8")) % self.n_buckets
 
     # -- the hot path -----------------------------------------------------------------------
     def apply(self, events: Sequence[Event]) -> Decisions:
