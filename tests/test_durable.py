@@ -406,3 +406,21 @@ def test_a_different_input_is_applied_from_the_start(tmp_path, stream):
     assert b"differs from the one replayed" in r.stderr
     state = orjson.loads(out.read_bytes())
     assert state["claims"] == ref["claims"] and state["balances"] == ref["balances"]
+
+
+def test_a_logged_replay_with_dead_letters_recovers_the_same_events(tmp_path, stream):
+    events, _ = stream
+    lines = events.read_bytes().splitlines(keepends=True)[:3000]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b"".join(lines[:1000]) + b'{"type":"placed"}\n' + b"".join(lines[1000:]))
+    ref = tmp_path / "ref.json"
+    _rc("replay", str(EXAMPLE), str(bad), "--state-out", str(ref), "--dead-letters",
+        str(tmp_path / "dead1"))
+    url = f"memory://{tmp_path}/d"
+    _rc("replay", str(EXAMPLE), str(bad), "--backend", url, "--batch", "700",
+        "--dead-letters", str(tmp_path / "dead2"))
+    assert (tmp_path / "dead1").read_bytes() == (tmp_path / "dead2").read_bytes()
+    out = tmp_path / "out.json"
+    _rc("export", str(EXAMPLE), "--backend", url, "--state-out", str(out))  # from the log
+    assert out.read_bytes() == ref.read_bytes()
+

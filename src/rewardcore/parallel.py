@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 import numpy as np
@@ -237,16 +237,18 @@ def _scan(job: Job, engine: Engine, apply_at: Any, mine: list[int], mm: memoryvi
             out = bytearray(block + 1)
             continue
         crc = shm.crc32c(mm[pos:end], crc)
+        raw = memoryview(out)[:used] if routed else mm[pos:end]
         if routed:
-            events, dead = _decode_selected(memoryview(out)[:used], offs[:n], idxs[:n], line)
+            events, dead = _decode_selected(raw, offs[:n], idxs[:n], line)
         else:
-            events, dead = decode_jsonl(mm[pos:end], line + 1, pos)
+            events, dead = decode_jsonl(raw, line + 1, pos)
         dead_out.write(dead)
         result.dead += len(dead)
         line += scanned
         at = (job.parts, mine, end, line, crc)
         if events:
-            decisions = apply_at(events, at) if apply_at is not None else engine.apply(events)
+            decisions = (apply_at(events, at, raw) if apply_at is not None
+                         else engine.apply(events))
             counts += np.bincount(decisions.outcome, minlength=_N_OUTCOMES)
             result.events += len(events)
             result.batches += 1
@@ -385,6 +387,16 @@ def replay_file(campaign_path: str, url: str, events_path: str, workers: int = 1
         resumed_from=skip, workers=results, notes=notes)
 
 
+def _presized(url: str, events: str) -> str:
+    """memory:///dir sized for the input's orders up front, as rewardcore.cli does for
+    memory:// (growing the order table costs as much as filling it)."""
+    parts = urlsplit(url)
+    if parts.scheme != "memory" or "orders" in parse_qs(parts.query):
+        return url
+    orders = os.path.getsize(events) // 100  # a placed event is ~150 bytes, others ~60
+    return f"{url}{'&' if parts.query else '?'}orders={orders}"
+
+
 def replay_command(args: argparse.Namespace) -> int:
     """`rewardcore replay` with --workers, or into shm:// or memory:///dir."""
     from .cli import ReplayReport, _write_state
@@ -410,7 +422,7 @@ def replay_command(args: argparse.Namespace) -> int:
             path = spool.name
         elif not os.path.isfile(path):
             raise RewardcoreError(f"{path}: cannot read events: not a file")
-        with open_engine(campaign, args.backend) as engine:
+        with open_engine(campaign, _presized(args.backend, path)) as engine:
             rec = getattr(engine, "recovery", None)
             if rec is not None and (rec.records or rec.cut or rec.snapshot):
                 print(rec.summary(), file=sys.stderr)

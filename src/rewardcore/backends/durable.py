@@ -43,6 +43,7 @@ import numpy as np
 
 from .. import _shm
 from ..campaign import Campaign
+from ..codec import decode_jsonl
 from ..engine import Balance, Claim, Decisions, Engine, RegionStatus
 from ..errors import BackendError, ConfigError
 from ..events import Closed, Completed, Event, Placed, Redeem
@@ -72,6 +73,9 @@ Position = tuple[int, list[int], int, int, int]
 class _Record(msgspec.Struct, array_like=True):
     pos: Position | None
     events: list[Event]
+    # A CLI replay logs its batch as the JSON lines it decoded them from (no re-encoding:
+    # a third of the cost of a durable replay); `events` is then empty.
+    jsonl: bytes | None = None
 
 
 class _WalHeader(msgspec.Struct):
@@ -115,6 +119,7 @@ class _LRedeem(msgspec.Struct, tag="redeem", tag_field="type"):
 class _LRecord(msgspec.Struct, array_like=True):
     pos: Any
     events: list[_LPlaced | _LClosed | _LCompleted | _LRedeem]
+    jsonl: Any = None
 
 
 _LENIENT = {_LPlaced: Placed, _LClosed: Closed, _LCompleted: Completed, _LRedeem: Redeem}
@@ -124,20 +129,29 @@ _dec_lenient = msgspec.msgpack.Decoder(_LRecord)
 _dec_header = msgspec.msgpack.Decoder(_WalHeader)
 
 
-def encode_record(events: Sequence[Event], pos: Position | None) -> bytes:
-    """The payload of one log record (raises TypeError for something that is not an event)."""
+def encode_record(events: Sequence[Event], pos: Position | None,
+                  jsonl: bytes | memoryview | None = None) -> bytes:
+    """The payload of one log record (raises TypeError for something that is not an event).
+    With `jsonl`, the JSON lines `events` were decoded from are logged instead of them."""
+    if jsonl is not None:
+        return _enc.encode(_Record(pos, [], bytes(jsonl)))
     return _enc.encode(_Record(pos, list(events)))
 
 
 def decode_record(payload: bytes) -> tuple[Position | None, list[Event]]:
     try:
         rec = _dec_record.decode(payload)
-        return rec.pos, rec.events
+        pos, events, jsonl = rec.pos, rec.events, rec.jsonl
     except msgspec.ValidationError:
         loose = _dec_lenient.decode(payload)
         events = [_LENIENT[type(e)](**msgspec.structs.asdict(e)) for e in loose.events]
-        pos = loose.pos
-        return (tuple(pos) if pos is not None else None), events  # type: ignore[return-value]
+        pos = tuple(loose.pos) if loose.pos is not None else None  # type: ignore[assignment]
+        jsonl = loose.jsonl
+    if jsonl is not None:
+        # the same decoder as the replay that logged it: the same events (its dead letters
+        # were not applied then and are dropped again)
+        events = decode_jsonl(jsonl)[0]
+    return pos, events
 
 
 def frame(payload: bytes, seq: int, crc: int | None = None) -> bytes:
@@ -861,11 +875,13 @@ class DurableEngine(Engine):
     def apply(self, events: Sequence[Event]) -> Decisions:
         return self.apply_at(events, None)
 
-    def apply_at(self, events: Sequence[Event], pos: Position | None) -> Decisions:
-        """Apply a batch and log it (with the input position of a CLI replay, if given)."""
+    def apply_at(self, events: Sequence[Event], pos: Position | None,
+                 jsonl: bytes | memoryview | None = None) -> Decisions:
+        """Apply a batch and log it, with the input position of a CLI replay if given, as
+        the JSON lines `jsonl` it was decoded from if given (see encode_record)."""
         self._usable()
         batch = events if type(events) is list else list(events)
-        payload = encode_record(batch, pos)
+        payload = encode_record(batch, pos, jsonl)
         start = self.log.append(payload)
         try:
             self.log.committed()

@@ -426,15 +426,17 @@ class ShmEngine(Engine):
     def apply(self, events: Sequence[Event]) -> Decisions:
         return self.apply_at(events, None)
 
-    def apply_at(self, events: Sequence[Event], pos: Position | None) -> Decisions:
-        """Apply a batch; `pos` records where a CLI replay is in its input (for resuming)."""
+    def apply_at(self, events: Sequence[Event], pos: Position | None,
+                 jsonl: bytes | memoryview | None = None) -> Decisions:
+        """Apply a batch; `pos` records where a CLI replay is in its input (for resuming),
+        `jsonl` the lines the batch was decoded from (logged instead of the events)."""
         batch = events if type(events) is list else list(events)
         core = self.core
         if core is None:
             raise BackendError(f"{self.segment_path}: the engine is closed")
         core.prepare(batch)  # pass one, outside the lock
         log = self.log
-        payload = encode_record(batch, pos) if log is not None else b""
+        payload = encode_record(batch, pos, jsonl) if log is not None else b""
         checkpoint = None
         with self._locked():
             try:
