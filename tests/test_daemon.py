@@ -229,10 +229,6 @@ def expected_rows(engine: Engine, lines: Sequence[bytes]) -> list[dict[str, Any]
     return rows
 
 
-def _blank_unchanged(row: dict[str, Any]) -> dict[str, Any]:
-    return {**row, "slot": None, "points": None} if row["outcome"] == "unchanged" else row
-
-
 def campaign_file(path: Path, regions: int = 40, slots: int = 5, **settings: Any) -> Path:
     """A small campaign (regions 1..N) written as TOML, loaded by the daemon like any other."""
     base = {"beneficiary": "agent", "on_close": "release", "settle_on": "completed",
@@ -316,12 +312,6 @@ def test_state_and_views_match_the_reference(tmp_path: Path, daemons: list[Daemo
         status, answer = d.post("/v1/events", BODIES[ctype](batch), ctype)
         assert status == 200, answer
         want = expected_rows(ref, batch)
-        if backend_url.startswith("redis"):
-            # Known difference, reported in the issue-5 note: redis:// answers a repeated
-            # `completed` in one batch with the claim's slot and points instead of 0, 0.
-            # The outcome and the state agree; only these two numbers of `unchanged` differ.
-            want = [_blank_unchanged(r) for r in want]
-            answer["decisions"] = [_blank_unchanged(r) for r in answer["decisions"]]
         assert answer["decisions"] == want, f"batch {n} ({ctype})"
         assert answer["accepted"] == len(batch) and answer["rejected"] == 0
     status, _, state = d.request("GET", "/v1/state")

@@ -65,13 +65,15 @@ streams = st.lists(event_strategy(), max_size=60)
 
 
 def run(engine, events: list[Event], cuts: list[int]) -> dict:
-    """Apply the stream in batches cut at `cuts`, then export."""
+    """Apply the stream in batches cut at `cuts`; every decision, then the exported state."""
     start = 0
+    decisions: list[tuple[int, int, int]] = []
     for cut in sorted(set(c % (len(events) + 1) for c in cuts)) + [len(events)]:
         if cut > start:
-            engine.apply(events[start:cut])
+            d = engine.apply(events[start:cut])
+            decisions += zip(d.outcome.tolist(), d.slot.tolist(), d.points.tolist(), strict=True)
             start = cut
-    return {"state": engine.export_state(), "stock": engine.stock()}
+    return {"decisions": decisions, "state": engine.export_state(), "stock": engine.stock()}
 
 
 def reference(campaign: Campaign, events: list[Event]) -> dict:
@@ -101,4 +103,5 @@ def test_each_event_delivered_twice_equals_once(make_engine, campaign, events):
     once = reference(campaign, events)
     twice = run(make_engine(campaign), [e for ev in events for e in (ev, ev)], [7, 31])
     n_placed = sum(type(e).__name__ == "Placed" for e in events)
+    del once["decisions"], twice["decisions"]  # the copies have outcomes of their own
     assert twice == {**once, "state": _plus_duplicates(once["state"], n_placed)}
