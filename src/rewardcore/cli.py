@@ -202,7 +202,9 @@ def cmd_reset(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rewardcore", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="rewardcore",
+        description="Order ingestion and \"first N orders earn points\" claims at peak load.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("replay", help="apply a JSON-lines event stream and export the state")
