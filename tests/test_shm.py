@@ -489,6 +489,22 @@ e.close()
 """
 
 
+def test_a_failing_worker_fails_the_replay_with_its_reason(tmp_path, campaign):
+    from rewardcore.errors import RewardcoreError
+    from rewardcore.parallel import Job, _run_workers
+
+    toml = tmp_path / "c.toml"
+    toml.write_text(campaign_toml(regions=((1, 3, ((2, 5), (3, 9))), (2, 2, ((2, 4),))),
+                                  prizes=(("mug", 5, 3),)))
+    events = tmp_path / "ev.jsonl"
+    events.write_bytes(b"")
+    jobs = [Job(str(toml), "shm://?orders=10", str(events), 2, 2, k, [0, 0], (0, 0, 0), 64,
+                str(tmp_path / "dead")) for k in range(2)]
+    jobs[1].url = "nope://"
+    with pytest.raises(RewardcoreError, match=r"worker 1 .* unknown scheme 'nope'"):
+        _run_workers(jobs)
+
+
 def test_processes_claiming_at_once_hold_the_invariants(tmp_path, name):
     """Three processes push batches of one hot stream's shuffled pieces into one segment."""
     toml = hot_campaign(tmp_path, 0)

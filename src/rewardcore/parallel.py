@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,8 +176,10 @@ def _decode_selected(buf: memoryview, offsets: np.ndarray, idxs: np.ndarray,
     return events, dead
 
 
-def run_job(job: Job, engine: Engine | None = None) -> WorkResult:
-    """Replay one worker's share of the input into the backend (opened here unless given)."""
+def run_job(job: Job, engine: Engine | None = None,
+            ready: Callable[[], None] | None = None) -> WorkResult:
+    """Replay one worker's share of the input into the backend (opened here unless given);
+    `ready()` is called once everything is open, just before the input is read."""
     result = WorkResult(job.index)
     own = engine is None
     if engine is None:
@@ -189,6 +192,8 @@ def run_job(job: Job, engine: Engine | None = None) -> WorkResult:
         with open(job.events, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             pos, line, crc = job.start
+            if ready is not None:
+                ready()
             result.started = time.monotonic()
             cpu0 = time.process_time()
             if size > pos:
@@ -314,23 +319,43 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _run_workers(jobs: list[Job]) -> list[WorkResult]:
-    """One `python -m rewardcore.parallel` process per job: the job as JSON on stdin, the
-    result as JSON on stdout. Plain processes (no multiprocessing queues or semaphores), so
-    a replay killed with SIGKILL leaves nothing behind in /dev/shm."""
+    """One `python -m rewardcore.parallel` process per job: the job as a JSON line on stdin,
+    "ready" back once it has attached and mapped the input, "go" when all are ready (so
+    they start on the input together, not staggered by their start-up), then the result as
+    JSON on stdout. Plain processes (no multiprocessing queues or semaphores), so a replay
+    killed with SIGKILL leaves nothing behind in /dev/shm."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     procs = [subprocess.Popen([sys.executable, "-m", "rewardcore.parallel"], env=env,
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE) for _ in jobs]
     failed: list[str] = []
 
+    def stop_all() -> None:
+        for other in procs:
+            with contextlib.suppress(ProcessLookupError):
+                other.terminate()
+
+    for p, job in zip(procs, jobs, strict=True):
+        with contextlib.suppress(OSError):
+            assert p.stdin is not None
+            p.stdin.write(msgspec.json.encode(job) + b"\n")
+            p.stdin.flush()
+    ready = [p.stdout is not None and p.stdout.readline() == b"ready\n" for p in procs]
+    if not all(ready):
+        stop_all()
+    for p in procs:
+        with contextlib.suppress(OSError):
+            assert p.stdin is not None
+            p.stdin.write(b"go\n")
+            p.stdin.close()
+        p.stdin = None  # communicate() below must not touch it again
+
     def talk(k: int) -> WorkResult | None:
-        out, err = procs[k].communicate(msgspec.json.encode(jobs[k]))
+        out, err = procs[k].communicate()
         if procs[k].returncode != 0:
             failed.append(f"worker {k} (pid {procs[k].pid}) exited with "
                           f"{procs[k].returncode}: {err.decode(errors='replace').strip()}")
-            for other in procs:  # one failed: stop the rest
-                with contextlib.suppress(ProcessLookupError):
-                    other.terminate()
+            stop_all()  # one failed: stop the rest
             return None
         return msgspec.json.decode(out, type=WorkResult)
 
@@ -342,10 +367,19 @@ def _run_workers(jobs: list[Job]) -> list[WorkResult]:
 
 
 def _worker_main() -> int:
-    job = msgspec.json.decode(sys.stdin.buffer.read(), type=Job)
+    # stopped by the replay (another worker failed): exit normally, so engines close
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    job = msgspec.json.decode(sys.stdin.buffer.readline(), type=Job)
     _die_with_parent(job.parent)
+
+    def ready() -> None:
+        sys.stdout.buffer.write(b"ready\n")
+        sys.stdout.buffer.flush()
+        if sys.stdin.buffer.readline() != b"go\n":
+            raise RewardcoreError("the replay stopped before this worker started")
+
     try:
-        result = run_job(job)
+        result = run_job(job, ready=ready)
     except RewardcoreError as exc:
         print(f"rewardcore: error: {exc}", file=sys.stderr)
         return 2
