@@ -107,16 +107,17 @@ def main(argv: list[str] | None = None) -> int:
                 f.write(chunk)
     size = events.stat().st_size
     orders = max(args.orders, size // 100)
-    shm = f"shm://?orders={orders}"
+    sized = f"orders={orders}"  # every engine's order table sized for the input up front
+    shm = f"shm://?{sized}"
     rows_spec = [
         ("shm 1 worker", shm, 1),
         ("shm 2 workers", shm, 2),
         # the same split, each worker into a private memory:// engine: nothing shared, no
         # lock; what two processes get from this machine at all (the ceiling of the row above)
-        ("2 workers, nothing shared", "memory://", 2),
-        ("durable fsync=none", "memory://{d}?fsync=none", 1),
-        ("durable fsync=interval&ms=50", "memory://{d}?fsync=interval&ms=50", 1),
-        ("durable fsync=batch", "memory://{d}?fsync=batch", 1),
+        ("2 workers, nothing shared", "memory://?" + sized, 2),
+        ("durable fsync=none", "memory://{d}?fsync=none&" + sized, 1),
+        ("durable fsync=interval&ms=50", "memory://{d}?fsync=interval&ms=50&" + sized, 1),
+        ("durable fsync=batch", "memory://{d}?fsync=batch&" + sized, 1),
         ("shm 2 workers + dir, fsync=none", shm + "&dir={d}&fsync=none", 2),
         ("shm 2 workers + dir, fsync=batch", shm + "&dir={d}&fsync=batch", 2),
     ]
