@@ -99,6 +99,42 @@ def test_redis_cluster_and_other_backends_rows(tmp_path: Path) -> None:
     shm = [r for r in report["rows"] if r["group"] == "shm"]
     assert shm
     if shm_ready:
-        assert [r["name"] for r in shm] == ["shm engine, 1 worker", "shm engine, 2 workers"]
+        assert [r["name"] for r in shm] == ["shm engine, 1 worker", "shm engine, 2 workers",
+                                            "2 processes, nothing shared (memory://)"]
         for r in shm:
             _measured(r)
+
+
+def test_a_failing_row_is_reported_and_the_others_go_on(capsys) -> None:
+    """One backend falling over mid-run gives an ERROR row with its reason; the rows
+    measured with it keep their numbers, and `rewardcore bench` would exit 2."""
+    import argparse
+
+    from rewardcore.benchmark import (
+        Measure,
+        add_arguments,
+        bench_context,
+        group_decode,
+        print_table,
+    )
+
+    ap = argparse.ArgumentParser()
+    add_arguments(ap)
+    args = ap.parse_args(["--orders", "300", "--repeat", "2", "--only", "decode"])
+    calls = []
+
+    def boom() -> int:
+        calls.append(1)
+        raise RuntimeError("the backend fell over")
+
+    with bench_context(args) as b:
+        group_decode(b)
+        b.add(Measure("broken row", "test", boom))
+        b.measure_all()
+        rows = b.results()
+    decode, broken = rows
+    assert decode.rate > 0 and len(decode.runs) == 2 and not decode.error
+    assert broken.verdict == "ERROR" and "the backend fell over" in broken.error
+    assert calls == [1]  # not tried again in the second round
+    print_table(rows)
+    assert "ERROR" in capsys.readouterr().out

@@ -22,7 +22,8 @@ The events are generated once (traffic.generate, seed 11). Timed rows are measur
 alternately, round after round (--repeat), and the best of each kept, so a noisy neighbour
 on a shared machine hurts every row alike; the spread (slowest/fastest - 1) is printed
 with each. Each row carries its ratio to the budget of DESIGN.md it answers to; a missed
-budget is printed as MISSED, never hidden, and makes the exit code 1 (unless --no-fail).
+budget is printed as MISSED, never hidden, and makes the exit code 1 (unless --no-fail); a
+row whose measurement fails says ERROR and why, the others go on, and the exit code is 2.
 A backend that is not installed or registered gets a "skipped" row that says why.
 Redis servers are started on free loopback ports and stopped afterwards.
 """
@@ -81,6 +82,7 @@ class Row(msgspec.Struct):
     group: str = ""
     runs: list[float] = []  # seconds of every timed run, in order
     skipped: str = ""  # why the row was not measured
+    error: str = ""  # why its measurement failed
     cpu_s: float | None = None  # CPU seconds of this process (+ children) in the least run
     server_cpu_s: float | None = None  # CPU seconds of the servers it used, least run
     cpu_ratio: float | None = None  # the ratio again from CPU-second rates (see print_table)
@@ -103,6 +105,8 @@ class Row(msgspec.Struct):
 
     @property
     def verdict(self) -> str:
+        if self.error:
+            return "ERROR"
         if self.skipped:
             return "skipped"
         if self.ratio is None or self.goal is None:
@@ -127,6 +131,7 @@ class Measure:
     note: str | Callable[[], str] = ""
     server_cpu: Callable[[], float] | None = None  # CPU seconds the servers used so far
     events: int = 0
+    error: str = ""
     runs: list[float] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
     server: list[float] = field(default_factory=list)
@@ -195,34 +200,52 @@ class Bench:
 
     # -- running ------------------------------------------------------------------------------
     def measure_all(self) -> None:
-        """Every timed row once per round, rounds repeated: the best of each is kept."""
+        """Every timed row once per round, rounds repeated: the best of each is kept. A row
+        whose run fails is not measured again; its error is reported in its place."""
         ms = list(self.measures.values())
         for rnd in range(self.args.repeat):
             for m in ms:
-                if m.setup:
-                    m.setup()
-                s0 = m.server_cpu() if m.server_cpu else 0.0
-                c0, p0 = os.times(), time.process_time()
-                t = time.perf_counter()
-                got = m.run()
-                dt = time.perf_counter() - t
-                p1, c1 = time.process_time(), os.times()
-                if isinstance(got, tuple):
-                    got, dt = got
-                m.events = got
-                m.runs.append(dt)
-                # this process (every thread, ns resolution) + children it waited for (ticks)
-                m.cpu.append(p1 - p0 + c1.children_user - c0.children_user
-                             + c1.children_system - c0.children_system)
-                if m.server_cpu:
-                    m.server.append(m.server_cpu() - s0)
-                if m.teardown:
-                    m.teardown()
+                if m.error:
+                    continue
+                try:
+                    self._measure_once(m)
+                except Exception as exc:  # one backend's failure must not hide the others
+                    m.error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+                    print(f"{m.name}: failed: {exc}", file=sys.stderr)
+                    with contextlib.suppress(Exception):
+                        if m.teardown:
+                            m.teardown()
             print(f"round {rnd + 1}/{self.args.repeat} done", file=sys.stderr)
+
+    def _measure_once(self, m: Measure) -> None:
+        if m.setup:
+            m.setup()
+        s0 = m.server_cpu() if m.server_cpu else 0.0
+        c0, p0 = os.times(), time.process_time()
+        t = time.perf_counter()
+        got = m.run()
+        dt = time.perf_counter() - t
+        p1, c1 = time.process_time(), os.times()
+        if isinstance(got, tuple):
+            got, dt = got
+        m.events = got
+        m.runs.append(dt)
+        # this process (every thread, ns resolution) + children it waited for (ticks)
+        m.cpu.append(p1 - p0 + c1.children_user - c0.children_user
+                     + c1.children_system - c0.children_system)
+        if m.server_cpu:
+            m.server.append(m.server_cpu() - s0)
+        if m.teardown:
+            m.teardown()
 
     def results(self) -> list[Row]:
         rows: dict[str, Row] = {r.name: r for r in self.rows}
         for m in self.measures.values():
+            if m.error:
+                rows[m.name] = Row(m.name, m.events, min(m.runs, default=0.0), budget=m.budget,
+                                   goal=m.goal, group=m.group, error=m.error,
+                                   runs=[round(x, 6) for x in m.runs])
+                continue
             rows[m.name] = Row(m.name, m.events, min(m.runs), budget=m.budget, goal=m.goal,
                                note=m.note() if callable(m.note) else m.note, group=m.group,
                                runs=[round(x, 6) for x in m.runs],
@@ -230,6 +253,8 @@ class Bench:
                                server_cpu_s=min(m.server) if m.server else None)
         for m in self.measures.values():
             row = rows[m.name]
+            if m.error:
+                continue
             if m.base is not None:
                 base = rows[m.base].rate
                 row.ratio = row.rate / base if base else None
@@ -406,6 +431,19 @@ def group_shm(b: Bench) -> None:
         else:
             b.add(Measure(name, "shm", run, budget=f">= {SHM_SCALING_GOAL} x 1 worker",
                           goal=SHM_SCALING_GOAL, base=base, note=note))
+    most = max(b.args.shm_workers)
+    if base is not None and most > 1:
+        # The same split into private memory:// engines: nothing shared, no lock. What this
+        # machine gives `most` processes at all, so a missed scaling goal can be read.
+        def alone() -> tuple[int, float]:
+            url = f"memory://?orders={b.args.orders * 2}"
+            with open_engine(b.campaign, url) as engine:
+                got = replay_file(b.args.campaign, url, str(b.events_file()), most,
+                                  b.args.batch, os.devnull, engine)
+            return got.events, got.work_seconds
+        b.add(Measure(f"{most} processes, nothing shared (memory://)", "shm", alone,
+                      budget="(ceiling) vs 1 worker", base=base,
+                      note="each its own state: the machine's ceiling for the row above"))
 
 
 # -- Redis -----------------------------------------------------------------------------------
@@ -702,6 +740,8 @@ def run(args: argparse.Namespace) -> int:
                 "server_per_cpu": r.events / r.server_cpu_s if r.server_cpu_s else None}
                 for r in rows]},
             option=orjson.OPT_INDENT_2))
+    if any(r.error for r in rows):
+        return 2  # a row could not be measured: never hidden by --no-fail
     missed = [r.name for r in rows if r.verdict == "MISSED"]
     if missed and not args.no_fail:
         return 1
@@ -741,9 +781,9 @@ def print_table(rows: list[Row]) -> None:
     print(f"{'row':52} {'per s':>11} {'per CPU-s':>11} {'budget':>28} {'ratio':>6} {'cpu':>6}  "
           f"{'verdict':7} {'spread':>6}  note")
     for r in rows:
-        if r.skipped:
-            print(f"{r.name:52} {'-':>11} {'':>11} {'':>28} {'':>6} {'':>6}  {'skipped':7} "
-                  f"{'':>6}  {r.skipped}")
+        if r.skipped or r.error:
+            print(f"{r.name:52} {'-':>11} {'':>11} {'':>28} {'':>6} {'':>6}  {r.verdict:7} "
+                  f"{'':>6}  {r.skipped or r.error}")
             continue
         ratio = f"{r.ratio:.2f}" if r.ratio is not None else ""
         cpu_ratio = f"{r.cpu_ratio:.2f}" if r.cpu_ratio is not None else ""
