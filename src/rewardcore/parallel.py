@@ -231,6 +231,8 @@ def _scan(job: Job, engine: Engine, apply_at: Any, mine: list[int], mm: memoryvi
     idxs = np.zeros(max(job.batch, 1), np.int64)
     pending: tuple[int, list[int], int, int, int] | None = None
     while pos < size:
+        if _STOP:
+            raise RewardcoreError(f"stopped by the replay at byte {pos:,} of the input")
         limit = min(size, pos + block)
         if routed:
             end, scanned, n, used = shm.route(mm, pos, limit, job.parts, job.workers,
@@ -341,13 +343,12 @@ def _run_workers(jobs: list[Job]) -> list[WorkResult]:
             p.stdin.write(msgspec.json.encode(job) + b"\n")
             p.stdin.flush()
     ready = [p.stdout is not None and p.stdout.readline() == b"ready\n" for p in procs]
-    if not all(ready):
-        stop_all()
     for p in procs:
         with contextlib.suppress(OSError):
             assert p.stdin is not None
-            p.stdin.write(b"go\n")
-            p.stdin.close()
+            if all(ready):
+                p.stdin.write(b"go\n")
+            p.stdin.close()  # without "go": the ready ones stop, closing what they opened
         p.stdin = None  # communicate() below must not touch it again
 
     def talk(k: int) -> WorkResult | None:
@@ -366,16 +367,25 @@ def _run_workers(jobs: list[Job]) -> list[WorkResult]:
     return [r for r in results if r is not None]
 
 
+_STOP = False  # a worker was asked to stop (SIGTERM): it does so between batches
+
+
+def _stop_requested(*_: object) -> None:
+    # No exception from here: raised at an arbitrary point it could cut a segment's close
+    # short; the scan loop looks at the flag between batches instead.
+    global _STOP
+    _STOP = True
+
+
 def _worker_main() -> int:
-    # stopped by the replay (another worker failed): exit normally, so engines close
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    signal.signal(signal.SIGTERM, _stop_requested)
     job = msgspec.json.decode(sys.stdin.buffer.readline(), type=Job)
     _die_with_parent(job.parent)
 
     def ready() -> None:
         sys.stdout.buffer.write(b"ready\n")
         sys.stdout.buffer.flush()
-        if sys.stdin.buffer.readline() != b"go\n":
+        if sys.stdin.buffer.readline() != b"go\n" or _STOP:
             raise RewardcoreError("the replay stopped before this worker started")
 
     try:

@@ -40,6 +40,7 @@ import logging
 import os
 import re
 import secrets
+import signal
 import time
 import weakref
 from collections.abc import Iterator, Sequence
@@ -166,9 +167,10 @@ def _untrack(shm: shared_memory.SharedMemory) -> None:
     resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
 
 
-def _unlink(shm: shared_memory.SharedMemory) -> None:
-    resource_tracker.register(shm._name, "shared_memory")  # type: ignore[attr-defined]
-    shm.unlink()  # unregisters again
+def _unlink(path: Path) -> None:
+    # Not SharedMemory.unlink(): it tells the resource tracker, which this module keeps out
+    # of the segment's life (see _untrack), and which may be gone when a process exits.
+    path.unlink()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -563,6 +565,15 @@ class ShmEngine(Engine):
         """Detach; a transient segment is removed by the last process to close it."""
         if self.core is None:
             return
+        # SIGINT/SIGTERM handlers raise in the main thread: held back until the segment is
+        # detached (and removed), so a stop cannot leave it half closed
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            self._close()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+    def _close(self) -> None:
         last = False
         try:
             with self._locked(recovering=True):
@@ -574,33 +585,32 @@ class ShmEngine(Engine):
         self._teardown(unlink=last and transient)
 
     def __del__(self) -> None:
-        # Not closed: at least let go of the mapping quietly (the pid stays in the header
-        # until the next process to attach finds it dead).
+        # Dropped without close(): close it now (a transient segment must not outlive its
+        # last user), or at least let go of the mapping.
         with contextlib.suppress(Exception):
-            if self.core is not None:
-                self.core.release()
-                self.core = None
-            if self._shm is not None:
-                self._shm.close()
-                self._shm = None
+            self.close()
+        with contextlib.suppress(Exception):
+            self._teardown(unlink=False)
 
     def unlink(self) -> None:
         """Close and remove the segment, whoever else is attached (they keep their mapping)."""
         self._teardown(unlink=True)
 
     def _teardown(self, unlink: bool) -> None:
-        if self.core is not None:
-            self.core.release()
-            self.core = None
-        if self._shm is not None:
-            self._shm.close()
-            if unlink:
+        try:
+            if self.core is not None:
+                self.core.release()
+                self.core = None
+            if self._shm is not None:
+                self._shm.close()
+                self._shm = None
+            if self.log is not None:
+                self.log.close()
+                self.log = None
+        finally:
+            if unlink:  # whatever interrupted the rest, the segment must not stay behind
                 with contextlib.suppress(FileNotFoundError):
-                    _unlink(self._shm)
-            self._shm = None
-        if self.log is not None:
-            self.log.close()
-            self.log = None
+                    _unlink(self.segment_path)
 
 
 # -- tools: list and remove segments --------------------------------------------------------
