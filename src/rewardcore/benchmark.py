@@ -116,12 +116,13 @@ class Row(msgspec.Struct):
 
 @dataclass
 class Measure:
-    """One timed row. `run` returns the events it processed, or (events, seconds) when it
-    times itself (a subprocess reporting its own clock). `setup`/`teardown` are untimed."""
+    """One timed row. `run` returns the events it processed, or (events, seconds[, cpu
+    seconds]) when it times itself (workers reporting their own clocks). `setup` and
+    `teardown` are untimed."""
 
     name: str
     group: str
-    run: Callable[[], int | tuple[int, float]]
+    run: Callable[[], int | tuple[int, float] | tuple[int, float, float]]
     setup: Callable[[], None] | None = None
     teardown: Callable[[], None] | None = None
     budget: str = ""
@@ -226,13 +227,15 @@ class Bench:
         got = m.run()
         dt = time.perf_counter() - t
         p1, c1 = time.process_time(), os.times()
+        # this process (every thread, ns resolution) + children it waited for (ticks)
+        cpu = (p1 - p0 + c1.children_user - c0.children_user
+               + c1.children_system - c0.children_system)
         if isinstance(got, tuple):
-            got, dt = got
+            got, dt, *own = got
+            cpu = own[0] if own else cpu
         m.events = got
         m.runs.append(dt)
-        # this process (every thread, ns resolution) + children it waited for (ticks)
-        m.cpu.append(p1 - p0 + c1.children_user - c0.children_user
-                     + c1.children_system - c0.children_system)
+        m.cpu.append(cpu)
         if m.server_cpu:
             m.server.append(m.server_cpu() - s0)
         if m.teardown:
@@ -400,8 +403,8 @@ def _durable_available(b: Bench) -> bool:
 def group_shm(b: Bench) -> None:
     """shm://NAME replayed by 1 and 2 worker processes (rewardcore.parallel.replay_file, the
     code behind `rewardcore replay --workers N`), timed by its work clock: from the first
-    worker starting on its input to the last finishing, so process start-up is left out of
-    the rate (it is in the CPU column). Each run gets a fresh segment."""
+    worker starting on its input to the last finishing, and the CPU the workers spent on
+    their input, so process start-up is left out of both. Each run gets a fresh segment."""
     if "shm" not in backend_schemes():
         b.skip("shm", "shm:// engine", "the shm:// backend is not registered")
         return
@@ -415,15 +418,15 @@ def group_shm(b: Bench) -> None:
     for workers in b.args.shm_workers:
         name = f"shm engine, {workers} worker{'s' if workers > 1 else ''}"
 
-        def run(workers: int = workers) -> tuple[int, float]:
+        def run(workers: int = workers) -> tuple[int, float, float]:
             b.shm_runs += 1
             url = (f"shm://rc-bench-{os.getpid()}-{b.shm_runs}?orders={b.args.orders * 2}"
                    "&transient=1")
             with open_engine(b.campaign, url) as engine:
                 got = replay_file(b.args.campaign, url, str(b.events_file()), workers,
                                   b.args.batch, os.devnull, engine)
-            return got.events, got.work_seconds
-        note = "decode + claims; CPU includes worker start-up"
+            return got.events, got.work_seconds, sum(w.cpu for w in got.workers)
+        note = "decode + claims; work clock and the workers' CPU (start-up left out)"
         if base is None:
             b.add(Measure(name, "shm", run, budget="(none) vs memory engine", base=MEMORY_REPLAY,
                           note=note))
@@ -435,12 +438,12 @@ def group_shm(b: Bench) -> None:
     if base is not None and most > 1:
         # The same split into private memory:// engines: nothing shared, no lock. What this
         # machine gives `most` processes at all, so a missed scaling goal can be read.
-        def alone() -> tuple[int, float]:
+        def alone() -> tuple[int, float, float]:
             url = f"memory://?orders={b.args.orders * 2}"
             with open_engine(b.campaign, url) as engine:
                 got = replay_file(b.args.campaign, url, str(b.events_file()), most,
                                   b.args.batch, os.devnull, engine)
-            return got.events, got.work_seconds
+            return got.events, got.work_seconds, sum(w.cpu for w in got.workers)
         b.add(Measure(f"{most} processes, nothing shared (memory://)", "shm", alone,
                       budget="(ceiling) vs 1 worker", base=base,
                       note="each its own state: the machine's ceiling for the row above"))
