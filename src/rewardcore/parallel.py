@@ -504,7 +504,9 @@ def cmd_shm_ls(args: argparse.Namespace) -> int:
             print(f"{name}\tnot a rewardcore segment")
             continue
         state = ("suspect (a process died mid-batch)" if info["poisoned"]
-                 else "in use" if info["live_pids"] else "stale (no live process)")
+                 else "in use" if info["live_pids"]
+                 else "stale (its processes died)" if info["pids"]
+                 else "idle")
         print(f"{name}\t{info['size']:,} bytes\t{info['orders']:,} orders\t"
               f"{info['claims']:,} claims\t{state}\tpids {info['live_pids'] or '-'}")
     return 0
