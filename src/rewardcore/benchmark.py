@@ -498,7 +498,7 @@ class _EngineRun:
 
     def __init__(self, campaign: Campaign, url: str, batches: list[list[Event]],
                  fill: list[list[Event]] | None = None,
-                 flush: Callable[[], None] | None = None) -> None:
+                 flush: Callable[[], object] | None = None) -> None:
         self.campaign, self.url, self.batches, self.fill, self.flush = (
             campaign, url, batches, fill, flush)
         self.engine: Any = None
@@ -550,7 +550,7 @@ def _memory_baselines(b: Bench, group: str) -> tuple[str, str]:
 
 
 def _redis_claim_rows(b: Bench, group: str, label: str, url: str,
-                      flush: Callable[[], None], pids: list[int]) -> None:
+                      flush: Callable[[], object], pids: list[int]) -> None:
     claims = b.claim_batches()
 
     def server_cpu() -> float:
