@@ -323,8 +323,12 @@ def test_a_refused_batch_is_not_logged(tmp_path, campaign):
 
 # -- the CLI: resume after kill -9 -----------------------------------------------------------
 def _rc(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rewardcore", *args], capture_output=True,
-                          check=check, timeout=300, **kw)
+    r = subprocess.run([sys.executable, "-m", "rewardcore", *args], capture_output=True,
+                       timeout=300, **kw)
+    if check and r.returncode != 0:
+        pytest.fail(f"rewardcore {' '.join(args)} exited {r.returncode}: "
+                    f"{r.stderr.decode(errors='replace')}")
+    return r
 
 
 @pytest.fixture(scope="module")
