@@ -9,7 +9,7 @@ second pass applies the records in order and touches only C arrays.
 State layout (all numpy arrays, so it can be snapshotted):
   orders       rc_fpslot[cap]: order fingerprint -> -1 placed, -2 tombstone, c+1 claim c
   regions      code -> row (rc_int table); per row: slots, used, taken, released-slot heap
-  beneficiaries fingerprint -> index (verified against the stored name); per index: held
+  beneficiaries fingerprint -> index (the name kept for export); per index: held
                claims, pending, confirmed, redeemed points
   pairs        (beneficiary, row) -> held claims + 1, only when the per-region cap is set;
                the bucket is a hash of (beneficiary fingerprint, row) so pass one can
