@@ -3,16 +3,43 @@ parametrization every cross-engine test uses."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
 from rewardcore import Campaign, Engine, load_campaign, open_engine
+from rewardcore.cli import main
 
 from .servers import RedisCluster, RedisServer, _cli
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def rc(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the rewardcore command as a user would: a new process."""
+    return subprocess.run([sys.executable, "-m", "rewardcore", *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+class Ran(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Ran]:
+    """Run the rewardcore command in this process (no interpreter start-up per call)."""
+    def run(*args: str) -> Ran:
+        capsys.readouterr()
+        code = main(list(args))
+        out = capsys.readouterr()
+        return Ran(code, out.out, out.err)
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from collections.abc import Sequence
 
 import orjson
 import pytest
@@ -13,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rewardcore import Campaign, Closed, Placed, load_campaign, open_engine, parse_campaign
-from rewardcore.cli import main
 from rewardcore.review.lint import (
     Finding,
     LintConfig,
@@ -22,33 +18,11 @@ from rewardcore.review.lint import (
     max_beneficiary_points,
 )
 
-from .conftest import EXAMPLES
+from .conftest import EXAMPLES, rc
 
 BROKEN = str(EXAMPLES / "broken-2025.toml")
 SOUND = str(EXAMPLES / "d11-2026.toml")
 STARTS_MS = 1_762_790_400_000  # 2025-11-11T00:00:00+08:00
-
-
-def rc(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "rewardcore", *args], capture_output=True,
-                          text=True, timeout=120)
-
-
-class Ran(NamedTuple):
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Ran]:
-    """Run the rewardcore command in this process (no interpreter start-up per call)."""
-    def run(*args: str) -> Ran:
-        capsys.readouterr()
-        code = main(list(args))
-        out = capsys.readouterr()
-        return Ran(code, out.out, out.err)
-    return run
 
 
 def toml(regions: Sequence[tuple[int, int, Sequence[tuple[int, int]]]] = ((1, 2, ((2, 10),)),),

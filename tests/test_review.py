@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import csv
 import io
-import subprocess
-import sys
-from collections.abc import Callable
-from typing import NamedTuple
 
 import orjson
 import pytest
 
 from rewardcore import Closed, Completed, Engine, Placed, Redeem, open_engine, parse_campaign
-from rewardcore.cli import main
 from rewardcore.review.lint import lint
 from rewardcore.review.report import render_report
 from rewardcore.review.stats import collect
 from rewardcore.winners import mask_id, winner_rows
 
-from .conftest import EXAMPLES
+from .conftest import EXAMPLES, rc
 
 STARTS_MS = 1_762_790_400_000  # 2025-11-11T00:00:00+08:00
 CAMPAIGN_TOML = """
@@ -153,28 +148,6 @@ def test_winner_rows(filled):
 
 
 # -- the commands ---------------------------------------------------------------------------
-
-def rc(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "rewardcore", *args], capture_output=True,
-                          text=True, timeout=300)
-
-
-class Ran(NamedTuple):
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Ran]:
-    """Run the rewardcore command in this process (no interpreter start-up per call)."""
-    def run(*args: str) -> Ran:
-        capsys.readouterr()
-        code = main(list(args))
-        out = capsys.readouterr()
-        return Ran(code, out.out, out.err)
-    return run
-
 
 def test_review_of_an_in_process_backend_warns_it_is_empty(tmp_path, cli):
     report = tmp_path / "review.html"

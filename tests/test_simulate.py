@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import base64
 import re
-import subprocess
-import sys
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
 
 import orjson
 import pytest
 
 from rewardcore import load_campaign
-from rewardcore.cli import main
 from rewardcore.review.lint import lint
 from rewardcore.review.report import render_report
 from rewardcore.review.simulate import Simulation, simulate
@@ -27,28 +23,6 @@ from .conftest import EXAMPLES
 SOUND = str(EXAMPLES / "d11-2026.toml")
 BROKEN = str(EXAMPLES / "broken-2025.toml")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def rc(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "rewardcore", *args], capture_output=True,
-                          text=True, timeout=300)
-
-
-class Ran(NamedTuple):
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Ran]:
-    """Run the rewardcore command in this process (no interpreter start-up per call)."""
-    def run(*args: str) -> Ran:
-        capsys.readouterr()
-        code = main(list(args))
-        out = capsys.readouterr()
-        return Ran(code, out.out, out.err)
-    return run
 
 
 def figures_of(html: str) -> dict:
