@@ -53,7 +53,7 @@ import orjson
 from . import load_campaign, open_engine
 from .backends import backend_schemes
 from .campaign import Campaign, RegionSpec, Tier
-from .codec import read_jsonl
+from .codec import DEFAULT_BATCH, read_jsonl
 from .events import Event, Placed
 from .outcomes import Outcome
 from .traffic import TrafficShape, generate
@@ -685,7 +685,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help=f"comma-separated row groups (default all): {','.join(GROUPS)}")
     ap.add_argument("--orders", type=int, default=400_000,
                     help="orders in the generated stream (default 400,000)")
-    ap.add_argument("--batch", type=int, default=4096)
+    ap.add_argument("--batch", type=int, default=4096,
+                    help="events per batch for every row (the memory engine's replay default is "
+                         f"{DEFAULT_BATCH}: pass --batch {DEFAULT_BATCH} to measure that)")
     ap.add_argument("--batch-sizes", type=_int_list, default=[64, 512, 16384],
                     metavar="N,N", help="more claim-step batch sizes (default 64,512,16384)")
     ap.add_argument("--repeat", type=int, default=3, help="rounds; the best of each row is kept")

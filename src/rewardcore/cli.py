@@ -20,7 +20,7 @@ import orjson
 
 from .backends import open_engine
 from .campaign import load_campaign
-from .codec import DeadLetter, read_jsonl
+from .codec import DEFAULT_BATCH, DeadLetter, read_jsonl
 from .engine import Engine, dump_state
 from .errors import RewardcoreError
 from .outcomes import PLACED_OUTCOMES, Outcome
@@ -67,7 +67,7 @@ class ReplayReport:
         return "\n".join(lines)
 
 
-def replay(engine: Engine, stream: BinaryIO, batch: int = 4096,
+def replay(engine: Engine, stream: BinaryIO, batch: int = DEFAULT_BATCH,
            dead_letters: DeadLetterSink | None = None) -> ReplayReport:
     """Stream JSON-lines events through the engine; dead letters go to `dead_letters`."""
     report = ReplayReport()
@@ -136,7 +136,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     try:
         with open_engine(campaign, _presized(args.backend, args.events)) as engine:
             dead_out = _LazyFile(dead_path)
-            report = replay(engine, stream, args.batch, dead_out)
+            report = replay(engine, stream, args.batch or engine.preferred_batch, dead_out)
             if args.state_out:
                 _write_state(engine, args.state_out)
     finally:
@@ -212,7 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("events", help="JSON-lines events file, or - for stdin")
     p.add_argument("--backend", default=DEFAULT_BACKEND, help="engine URL (default memory://)")
     p.add_argument("--state-out", help="write the exported state (JSON) here, - for stdout")
-    p.add_argument("--batch", type=int, default=4096, help="events per batch (default 4096)")
+    p.add_argument("--batch", type=int,
+                   help=f"events per batch (default: the engine's preferred size, "
+                        f"{DEFAULT_BATCH} for memory://)")
     p.add_argument("--dead-letters", default="dead-letters.jsonl",
                    help="where rejected events go, created only if there are any "
                         "(default dead-letters.jsonl)")

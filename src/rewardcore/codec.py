@@ -62,6 +62,12 @@ class DeadLetter(msgspec.Struct, frozen=True):
 
 Batch = tuple[list[Event], list[DeadLetter]]
 
+#: Events per batch when streaming. Small enough that a batch's decoded objects are still in
+#: the core's L2 cache when the engine reads them: at 4096 they are not, and a replay ran
+#: 0.52-0.57 x decode speed against 0.66-0.73 x at 512 (rewardcore bench, same runs);
+#: callgrind's cache model agrees (half the engine's last-level misses).
+DEFAULT_BATCH = 512
+
 
 def decode_jsonl(buf: bytes | memoryview, first_line: int = 1, base_offset: int = 0) -> Batch:
     """Decode newline-delimited JSON events; blank lines are skipped."""
@@ -114,7 +120,7 @@ def decode_msgpack(buf: bytes) -> Batch:
     return _decode_array(buf, _mp_events, _mp_raws, _mp_event, "MessagePack")
 
 
-def read_jsonl(stream: BinaryIO, batch: int = 4096) -> Iterator[Batch]:
+def read_jsonl(stream: BinaryIO, batch: int = DEFAULT_BATCH) -> Iterator[Batch]:
     """Stream JSON lines from a binary file in batches of about `batch` events.
 
     Reads fixed-size blocks and cuts them at the last newline, so the file is never held

@@ -15,6 +15,7 @@ import numpy as np
 import orjson
 
 from .campaign import Campaign
+from .codec import DEFAULT_BATCH
 from .events import Event, Redeem
 from .outcomes import PLACED_OUTCOMES, Outcome
 
@@ -91,6 +92,10 @@ class Engine(abc.ABC):
 
     #: URL scheme(s) this engine answers to, e.g. "memory".
     scheme: ClassVar[str]
+    #: Events per batch a streaming caller (`rewardcore replay`) should use. In-process
+    #: engines want batches whose decoded objects are still in cache (see codec.DEFAULT_BATCH);
+    #: engines that pay per batch (an fsync, a lock, a round trip) want larger ones.
+    preferred_batch: ClassVar[int] = DEFAULT_BATCH
 
     def __init__(self, campaign: Campaign) -> None:
         self.campaign = campaign

@@ -470,7 +470,8 @@ def replay_command(args: argparse.Namespace) -> int:
             rec = getattr(engine, "recovery", None)
             if rec is not None and (rec.records or rec.cut or rec.snapshot):
                 print(rec.summary(), file=sys.stderr)
-            result = replay_file(args.campaign, args.backend, path, workers, args.batch,
+            result = replay_file(args.campaign, args.backend, path, workers,
+                                 args.batch or engine.preferred_batch,
                                  args.dead_letters, engine)
             if args.state_out:
                 _write_state(engine, args.state_out)

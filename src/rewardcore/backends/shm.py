@@ -199,6 +199,8 @@ class ShmEngine(Engine):
     """The shared-memory engine; see the module docstring."""
 
     scheme = "shm"
+    #: a batch pays the segment's lock: larger batches amortise it
+    preferred_batch = 4096
 
     def __init__(self, campaign: Campaign, config: ShmConfig) -> None:
         super().__init__(campaign)
