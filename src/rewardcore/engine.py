@@ -7,7 +7,7 @@ the exported state of DESIGN.md is assembled here once, so every engine exports 
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import msgspec
@@ -208,7 +208,3 @@ def dump_state(state: dict[str, Any]) -> bytes:
     """Serialise exported state canonically: sorted keys, one trailing newline."""
     return orjson.dumps(state, option=orjson.OPT_SORT_KEYS) + b"\n"
 
-
-def apply_all(engine: Engine, batches: Iterable[Sequence[Event]]) -> None:
-    for batch in batches:
-        engine.apply(batch)

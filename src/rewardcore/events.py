@@ -57,4 +57,3 @@ class Redeem(msgspec.Struct, tag="redeem", **_opts):
 
 
 Event = Placed | Closed | Completed | Redeem
-EVENT_TYPES = (Placed, Closed, Completed, Redeem)

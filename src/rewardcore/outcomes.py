@@ -50,4 +50,3 @@ REDEEM_OUTCOMES = (
     Outcome.OUT_OF_STOCK,
 )
 LABELS = tuple(o.label for o in Outcome)
-BY_LABEL = {o.label: o for o in Outcome}
