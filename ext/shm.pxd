@@ -7,17 +7,6 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 cimport numpy as cnp
 
 
-cdef extern from "rc_tables.h":
-    ctypedef struct rc_fpslot:
-        uint64_t fp
-        uint32_t fp2
-        int32_t val
-    void rc_hash_bytes(const void *data, size_t n, uint32_t kind, uint64_t *lo, uint32_t *hi) nogil
-    uint64_t rc_fp_probe(const rc_fpslot *t, uint64_t mask, uint64_t fp, uint32_t fp2) nogil
-    uint64_t rc_int_probe(const int64_t *keys, const int32_t *vals, uint64_t mask, int64_t key) nogil
-    void rc_prefetch(const void *p) nogil
-
-
 cdef extern from "shm_sync.h":
     enum:
         RC_SHM_MAGIC

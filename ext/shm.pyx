@@ -37,7 +37,8 @@ from libc.string cimport memchr, memcmp, memcpy, memset
 cimport numpy as cnp
 import numpy as np
 
-from shm cimport *  # ext/shm.pxd: the C declarations (tables, lock, router, pass-one record)
+from rc_common cimport *  # ext/rc_common.pxd: hash tables, int reads, outcome codes
+from shm cimport *  # ext/shm.pxd: the C declarations (lock, router, pass-one record)
 
 cnp.import_array()
 
@@ -67,9 +68,6 @@ cdef void _zero_bytes(char *p, size_t n, bint sparse) noexcept:
     else:
         memset(p, 0, n)
 
-cdef extern from "rc_pyint.h":
-    int rc_long_value(PyObject *v, long long *out) except -1
-
 cdef extern from "Python.h":
     ctypedef struct PyMemberDef:
         const char *name
@@ -86,28 +84,6 @@ cdef extern from "Python.h":
     PyTypeObject *Py_TYPE(PyObject *o)
 
 from rewardcore.events import Closed, Completed, Placed, Redeem
-
-# Outcome codes (rewardcore.outcomes.Outcome; tests check they agree).
-cdef enum:
-    AWARDED = 0
-    DUPLICATE = 1
-    CLOSED = 2
-    OUTSIDE_WINDOW = 3
-    NO_REWARD_REGION = 4
-    BELOW_MIN_PAID = 5
-    BENEFICIARY_CAP = 6
-    BENEFICIARY_REGION_CAP = 7
-    SOLD_OUT = 8
-    BUDGET_EXHAUSTED = 9
-    REVOKED = 10
-    TOMBSTONED = 11
-    CONFIRMED = 12
-    UNCHANGED = 13
-    REDEEMED = 14
-    UNKNOWN_PRIZE = 15
-    INSUFFICIENT_POINTS = 16
-    OUT_OF_STOCK = 17
-    N_OUTCOMES = 18
 
 OUTCOME_CODES = {
     "AWARDED": AWARDED, "DUPLICATE": DUPLICATE, "CLOSED": CLOSED,
