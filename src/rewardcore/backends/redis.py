@@ -28,15 +28,10 @@ import msgspec
 from ..campaign import Campaign
 from ..engine import Balance, Claim, Decisions, Engine, RegionStatus
 from ..errors import BackendError, ConfigError
-from ..events import Closed, Completed, Event, Placed, Redeem
+from ..events import Closed, Completed, Event, Placed, Redeem, validate_batch
 from ..outcomes import Outcome
 from . import redis_wire as W
 from .redis_nodes import Nodes
-
-try:  # the shared batch check (every engine refuses a bad batch before changing anything)
-    from ..events import validate_batch
-except ImportError:  # pragma: no cover - older tree
-    validate_batch = None
 
 _pack = msgspec.msgpack.Encoder().encode
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -132,13 +127,7 @@ class RedisEngine(Engine):
     def apply(self, events: Sequence[Event]) -> Decisions:
         if type(events) is not list:
             events = list(events)
-        if validate_batch is not None:
-            validate_batch(events)
-        else:
-            for i, ev in enumerate(events):
-                if type(ev) not in (Placed, Closed, Completed, Redeem):
-                    raise TypeError(f"event {i} of the batch is not an event: "
-                                    f"{type(ev).__name__}")
+        validate_batch(events)  # before the first call: a refused batch changes nothing
         n = len(events)
         out = Decisions.empty(n)
         step = self.call_events
