@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import msgspec
+import numpy as np
 import pytest
 
 from rewardcore import BackendError, Placed, load_campaign, open_engine
@@ -270,3 +271,37 @@ def test_client_killed_between_steps(request, tmp_path, server):
         check_invariants(engine, campaign)
     finally:
         engine.close()
+
+
+@pytest.mark.parametrize("server", ["redis_url", "redis_cluster_url"])
+def test_a_redelivery_overtaking_a_batch_decides_each_order_once(request, server, d11_events):
+    """Client A has marked its batch in the buckets when client B, redelivering the same
+    events, reaches the core first: B's duplicates adopt A's orders (A's core call is
+    cancelled), and A, refused, sends its items again as references. Each order is decided
+    once; A still answers the first delivery's decisions; every placed event is counted
+    exactly once (B's as duplicates)."""
+    campaign, events = d11_events
+    url = request.getfixturevalue(server)
+    a = open_engine(campaign, url)
+    a.reset()
+    b = open_engine(campaign, url)
+    ref = open_engine(campaign, "reference://")
+    head, batch = events[:1200], events[1200:1600]
+    a.apply(head)
+    ref.apply(head)
+    b_decisions = []
+    a._between_steps = lambda: b_decisions.append(b.apply(batch))
+    got = a.apply(batch)
+    want = ref.apply(batch)
+    # A's placed events keep their decisions (B's closes and completions were applied by B,
+    # so A's own are answered as repeats: unchanged)
+    placed = np.array([type(e) is Placed for e in batch])
+    assert (got.outcome[placed] == want.outcome[placed]).all()
+    assert (got.slot[placed] == want.slot[placed]).all()
+    if hasattr(got, "rank"):
+        assert (got.rank[placed] == want.rank[placed]).all()
+    assert (b_decisions[0].outcome[placed] == 1).all()  # B's placed events: duplicates
+    assert a.export_state() == plus_duplicates(ref.export_state(), n_placed(batch))
+    check_invariants(a, campaign)
+    a.close()
+    b.close()

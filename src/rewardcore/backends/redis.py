@@ -44,6 +44,7 @@ _CLAIM_FIELDS = set(Claim.__struct_fields__)
 DUPLICATE = int(Outcome.DUPLICATE)
 OUTSIDE_WINDOW, NO_REWARD_REGION = int(Outcome.OUTSIDE_WINDOW), int(Outcome.NO_REWARD_REGION)
 BELOW_MIN_PAID = int(Outcome.BELOW_MIN_PAID)
+NEW_CANDIDATE, CORE_PLACED = W.NEW_CANDIDATE, W.CORE_PLACED
 _PLACED_CODES = {str(int(o)) for o in Outcome if o <= Outcome.BUDGET_EXHAUSTED}
 
 
@@ -201,8 +202,17 @@ class RedisEngine(Engine):
                 rows.append(i)
                 continue
             r = replies[call_of[b]][k]
-            if type(r) is int:
-                oc[i] = r
+            if r.__class__ is int:
+                if r == NEW_CANDIDATE:
+                    ri = reg_index.get(ev.region)
+                    if ri is None:
+                        ri = reg_index[ev.region] = len(reg_index) + 1
+                        reg_flat += regions[ev.region]
+                    items += (CORE_PLACED, ev.order_id,
+                              ev.merchant_id if pays_merchant else ev.agent_id, ri, str(ev.ts))
+                    rows.append(i)
+                else:
+                    oc[i] = r
                 continue
             head = r[0]
             if head == "Q" and ev.region not in regions:
@@ -222,7 +232,7 @@ class RedisEngine(Engine):
                     oc[i] = DUPLICATE
                     rows.append(-1)
                 who = ev.merchant_id if pays_merchant else ev.agent_id
-                items += (W.CORE_PLACED, ev.order_id, who, ri, str(ev.ts), early, ref)
+                items += (W.CORE_PLACED_AGAIN, ev.order_id, who, ri, str(ev.ts), early, ref)
             else:  # "C<ref>": a closed/completed event of an order sent to the core
                 kind = W.CORE_CLOSED if type(ev) is Closed else W.CORE_COMPLETED
                 items += (kind, ev.order_id, str(ev.ts), r[1:])
@@ -353,7 +363,10 @@ def _as_refs(items: list[Any], call: str) -> list[Any]:
     p = 0
     while p < len(out):
         kind = out[p]
-        if kind == W.CORE_PLACED:
+        if kind == W.CORE_PLACED:  # becomes "placed again", naming its call
+            out[p:p + 5] = [W.CORE_PLACED_AGAIN, *out[p + 1:p + 5], "", call]
+            p += 7
+        elif kind == W.CORE_PLACED_AGAIN:
             if out[p + 6] == "":
                 out[p + 6] = call
             p += 7

@@ -12,8 +12,12 @@ BUCKET_PLACED = 1  # argument: -1 = a candidate for the core, else the client's 
 BUCKET_CLOSED = 2  # argument unused
 BUCKET_COMPLETED = 3  # argument: the event's ts (remembered if the order is not placed yet)
 
+# The bucket's reply for a new candidate (other replies: an outcome code, or a string).
+NEW_CANDIDATE = -1
+
 # Items of a core call (decide_batch.lua), each opening with its kind.
-CORE_PLACED = 1  # oid, beneficiary, region index, ts, early completion ts (0), ref
+CORE_PLACED = 1  # oid, beneficiary, region index, ts: a new candidate
+CORE_PLACED_AGAIN = 5  # the same + early completion ts ("" none), ref ("" this call)
 CORE_CLOSED = 2  # oid, ts, ref
 CORE_COMPLETED = 3  # oid, ts, ref
 CORE_REDEEM = 4  # redemption id, beneficiary, prize id, qty, unit cost (-1 unknown), stock

@@ -27,7 +27,9 @@
 -- ARGV[3] the call's regions, MessagePack flat array, 3 per region: code (string), slots,
 --         tiers "upto:points,upto:points"; items name a region by its position (1-based)
 -- ARGV[4] the items, MessagePack flat array (ts as strings: Lua numbers are doubles):
---   CORE_PLACED oid, who, region, ts, early completion ts ('' none), ref ('' this call)
+--   CORE_PLACED oid, who, region, ts: a new candidate
+--   CORE_PLACED_AGAIN oid, who, region, ts, early completion ('' none), ref ('' this call):
+--     a candidate completed before it was placed, or one sent before in call <ref>
 --   CORE_CLOSED / CORE_COMPLETED oid, ts, ref
 --   CORE_REDEEM redemption id, who, prize, qty, unit cost (-1 unknown prize), stock
 -- Reply: MessagePack flat array, 4 per item: outcome, slot, points, rank; or
@@ -74,6 +76,9 @@ while p <= nit do
   local k = it[p]
   if k == CORE_PLACED then
     whos[it[p + 2]] = true
+    p = p + 5
+  elseif k == CORE_PLACED_AGAIN then
+    whos[it[p + 2]] = true
     if it[p + 6] ~= '' then refs[it[p + 6]] = true end
     p = p + 7
   elseif k == CORE_REDEEM then
@@ -94,6 +99,8 @@ p = 1
 while p <= nit do
   local k = it[p]
   if k == CORE_PLACED then
+    p = p + 5
+  elseif k == CORE_PLACED_AGAIN then
     local ref = it[p + 6]
     if ref ~= '' and not applied[ref] then note_ids[it[p + 1]] = true end
     p = p + 7
@@ -248,6 +255,11 @@ p = 1
 while p <= nit do
   local k = it[p]
   if k == CORE_PLACED then
+    local o, s, pts, rank = decide(it[p + 1], it[p + 2], it[p + 3], it[p + 4], '')
+    count(o)
+    out[#out + 1] = o; out[#out + 1] = s; out[#out + 1] = pts; out[#out + 1] = rank
+    p = p + 5
+  elseif k == CORE_PLACED_AGAIN then
     local oid, who, ri, ts, early, ref = it[p + 1], it[p + 2], it[p + 3], it[p + 4],
       it[p + 5], it[p + 6]
     if ref == '' then

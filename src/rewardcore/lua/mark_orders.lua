@@ -11,8 +11,9 @@
 -- ARGV[1] the core call id the batch's candidates go to
 -- ARGV[2] the events, MessagePack: a flat array, 3 per event: kind (BUCKET_*), order id,
 --         argument (placed: -1 candidate, else the final outcome; completed: ts)
--- Reply: MessagePack array, one value per event: an outcome code (final), or a string:
---   "N" / "N<early ts>"   a new candidate: decide it in the core
+-- Reply: MessagePack array, one value per event: an outcome code (final), NEW_CANDIDATE
+--   (a new candidate: decide it in the core), or a string:
+--   "N<early ts>"         a new candidate completed before it was placed
 --   "Q<ref>"              a redelivered candidate sent in another call <ref> (outcome
 --                         duplicate); the core decides it if <ref> never ran
 --   "C<ref>"              a closed/completed event of an order sent to the core in <ref>
@@ -31,7 +32,7 @@ for first = 1, n, CHUNK do
   for j = 1, #got do stored[first + j - 1] = got[j] end
 end
 
-local cur, dirty, counts, out = {}, {}, {}, {}
+local cur, counts, out = {}, {}, {}  -- cur: order id -> record changed by this call
 local function count(code) counts[code] = (counts[code] or 0) + 1 end
 local mine = REC_ROUTED .. call
 
@@ -46,18 +47,21 @@ for i = 1, n do
   local head = rec and string.sub(rec, 1, 1)
   if kind == BUCKET_PLACED then
     if rec == nil or head == REC_EARLY then
-      local early = rec and string.sub(rec, 2) or ''
       if arg < 0 then
-        cur[oid] = early ~= '' and (mine .. '=' .. early) or mine
-        out[i] = 'N' .. early
+        if rec then
+          cur[oid] = mine .. '=' .. string.sub(rec, 2)
+          out[i] = 'N' .. string.sub(rec, 2)
+        else
+          cur[oid] = mine
+          out[i] = NEW_CANDIDATE
+        end
       else
         cur[oid] = REC_DONE
         count(arg)
         out[i] = arg
       end
-      dirty[oid] = true
     elseif head == REC_TOMBSTONE then
-      cur[oid] = REC_DONE; dirty[oid] = true
+      cur[oid] = REC_DONE
       count(CLOSED)
       out[i] = CLOSED
     else
@@ -67,7 +71,7 @@ for i = 1, n do
     end
   elseif kind == BUCKET_CLOSED then
     if rec == nil or head == REC_EARLY then
-      cur[oid] = REC_TOMBSTONE; dirty[oid] = true
+      cur[oid] = REC_TOMBSTONE
       out[i] = TOMBSTONED
     elseif head == REC_ROUTED then
       local ref = string.match(rec, '^R([^=]*)')
@@ -77,7 +81,7 @@ for i = 1, n do
     end
   else
     if rec == nil then
-      cur[oid] = REC_EARLY .. arg; dirty[oid] = true
+      cur[oid] = REC_EARLY .. arg
       out[i] = UNCHANGED
     elseif head == REC_ROUTED then
       local ref = string.match(rec, '^R([^=]*)')
@@ -89,9 +93,9 @@ for i = 1, n do
 end
 
 local put = {}
-for oid, _ in pairs(dirty) do
+for oid, rec in pairs(cur) do
   put[#put + 1] = oid
-  put[#put + 1] = cur[oid]
+  put[#put + 1] = rec
   if #put >= 2 * CHUNK then redis.call('HSET', KEYS[1], unpack(put)); put = {} end
 end
 if #put > 0 then redis.call('HSET', KEYS[1], unpack(put)) end
