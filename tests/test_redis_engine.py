@@ -230,9 +230,9 @@ def test_wait_for_a_replica(redis_url, tmp_path):
             with open_engine(campaign, replica.url) as view:
                 assert sorted(c.order_id for c in view.claims()) == ["o1", "o2"]
         replica.stop()
-        with open_engine(campaign, primary.url + "?wait=1&wait_timeout=200") as engine:
-            with pytest.raises(BackendError, match="0 of 1 replica"):
-                engine.apply([placed("o4", 1)])
+        with (open_engine(campaign, primary.url + "?wait=1&wait_timeout=200") as engine,
+              pytest.raises(BackendError, match="0 of 1 replica")):
+            engine.apply([placed("o4", 1)])
     finally:
         replica.close()
         primary.close()
@@ -259,3 +259,30 @@ def test_a_budget_that_cannot_bind_is_not_tracked(redis_url):
     # every slot at once fits (and the figure is beyond what Lua counts exactly)
     with open_engine(campaign, redis_url) as e:
         assert e.budget == 0
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
+def test_compiled_and_python_clients_send_the_same_items(redis_url, peak, compiled):
+    """rewardcore._redis_batch and the plain-Python twins build the same bucket items; each
+    client alone decides the peak stream exactly as the reference does."""
+    from rewardcore.backends import redis as redis_backend
+
+    if redis_backend._rb is None:
+        pytest.skip("rewardcore._redis_batch is not built")
+    campaign, _, events = peak
+    engine = open_engine(campaign, redis_url)
+    c = campaign
+    fast = redis_backend._rb.bucket_items(events, 0, 3000, engine.n_buckets, c.starts_ms,
+                                          c.ends_ms, c.info.min_paid_cents,
+                                          engine._region_args, c.pays_merchant)
+    slow = engine._bucket_items(events, 0, 3000)
+    assert fast[0] == slow[0]
+    assert fast[1].tolist() == slow[1] and fast[2].tolist() == slow[2]
+    engine.compiled = compiled
+    ref = open_engine(campaign, "reference://")
+    for k in range(0, len(events), 2000):
+        got, want = engine.apply(events[k:k + 2000]), ref.apply(events[k:k + 2000])
+        assert np.array_equal(got.outcome, want.outcome)
+        assert np.array_equal(got.slot, want.slot)
+    assert engine.export_state() == ref.export_state()
+    engine.close()

@@ -28,10 +28,15 @@ import msgspec
 from ..campaign import Campaign
 from ..engine import Balance, Claim, Decisions, Engine, RegionStatus
 from ..errors import BackendError, ConfigError
-from ..events import Closed, Completed, Event, Placed, Redeem, validate_batch
+from ..events import Closed, Completed, Event, Placed, validate_batch
 from ..outcomes import Outcome
 from . import redis_wire as W
 from .redis_nodes import Nodes
+
+try:
+    from .. import _redis_batch as _rb
+except ImportError:  # not built: the plain-Python twins below do the same work
+    _rb = None
 
 _pack = msgspec.msgpack.Encoder().encode
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -95,6 +100,9 @@ class RedisEngine(Engine):
         self._settings = (f"{self.budget}|{self.cap}|{self.region_cap}|{int(self.releases)}|"
                           f"{int(campaign.settles_on_placed)}")
         # what a core call says about each region it names: code (exact, as text), slots, tiers
+        self._prize_args = {p.id: (p.cost_points, p.stock) for p in campaign.prizes}
+        #: the compiled per-event work (rewardcore._redis_batch) when it is built
+        self.compiled = _rb is not None
         self._region_args = {
             r.code: (str(r.code), r.slots, ",".join(f"{t.upto}:{t.points}" for t in r.tiers))
             for r in campaign.regions}
@@ -128,7 +136,11 @@ class RedisEngine(Engine):
     def apply(self, events: Sequence[Event]) -> Decisions:
         if type(events) is not list:
             events = list(events)
-        validate_batch(events)  # before the first call: a refused batch changes nothing
+        # the whole batch is checked before the first call: a refused batch changes nothing
+        if _rb is not None and self.compiled:
+            _rb.check_batch(events, self.campaign.pays_merchant)
+        else:
+            validate_batch(events)
         n = len(events)
         out = Decisions.empty(n)
         step = self.call_events
@@ -142,13 +154,47 @@ class RedisEngine(Engine):
 
     def _apply_call(self, events: list[Event], lo: int, hi: int, out: Decisions) -> None:
         c = self.campaign
+        call = self._next_call()
+        nb = self.n_buckets
+        if _rb is not None and self.compiled:
+            args, bucket, pos = _rb.bucket_items(events, lo, hi, nb, c.starts_ms, c.ends_ms,
+                                                 c.info.min_paid_cents, self._region_args,
+                                                 c.pays_merchant)
+        else:
+            args, bucket, pos = self._bucket_items(events, lo, hi)
+        calls = []
+        used = []
+        for b in range(nb):
+            if args[b]:
+                used.append(b)
+                calls.append(("mark_orders", self._buckets[b], (call, _pack(args[b]))))
+        got = self.nodes.run(calls, "mark orders", self.wait) if calls else []
+        replies: list[Any] = [None] * nb
+        for b, reply in zip(used, got, strict=True):
+            replies[b] = reply
+        if self._between_steps is not None:
+            self._between_steps()
+        if _rb is not None and self.compiled:
+            items, rows, reg_flat = _rb.core_items(events, lo, bucket, pos, replies,
+                                                   self._region_args, self._prize_args,
+                                                   c.pays_merchant, out.outcome)
+        else:
+            items, rows, reg_flat = self._core_items(events, lo, bucket, pos, replies,
+                                                     out.outcome)
+        if items:
+            self._core(call, items, rows, reg_flat, out)
+
+    def _bucket_items(self, events: list[Event], lo: int,
+                      hi: int) -> tuple[list[list[Any]], list[int], list[int]]:
+        """The bucket step's items (the plain-Python twin of _redis_batch.bucket_items)."""
+        c = self.campaign
         starts, ends, min_paid = c.starts_ms, c.ends_ms, c.info.min_paid_cents
         regions = self._region_args
         nb = self.n_buckets
         crc = zlib.crc32
-        call = self._next_call()
         args: list[list[Any]] = [[] for _ in range(nb)]
-        where: list[tuple[int, int]] = []  # per event: bucket and position in its reply
+        bucket: list[int] = []
+        pos: list[int] = []
         for i in range(lo, hi):
             ev = events[i]
             t = type(ev)
@@ -160,85 +206,80 @@ class RedisEngine(Engine):
                 elif ev.paid_cents < min_paid:
                     arg = BELOW_MIN_PAID
                 else:
-                    arg = -1
+                    arg = NEW_CANDIDATE
                 kind = W.BUCKET_PLACED
             elif t is Closed:
                 kind, arg = W.BUCKET_CLOSED, 0
             elif t is Completed:
                 kind, arg = W.BUCKET_COMPLETED, str(ev.ts)
             else:
-                where.append((-1, 0))
+                bucket.append(-1)
+                pos.append(0)
                 continue
             oid = ev.order_id
-            b = crc(oid.encode("utf-8", "surrogatepass")) % nb
+            b = crc(oid.encode("utf-8")) % nb
             a = args[b]
-            where.append((b, len(a) // 3))
+            bucket.append(b)
+            pos.append(len(a) // 3)
             a += (kind, oid, arg)
-        calls = []
-        call_of: dict[int, int] = {}
-        for b in range(nb):
-            if args[b]:
-                call_of[b] = len(calls)
-                calls.append(("mark_orders", self._buckets[b], (call, _pack(args[b]))))
-        replies = self.nodes.run(calls, "mark orders", self.wait) if calls else []
-        if self._between_steps is not None:
-            self._between_steps()
+        return args, bucket, pos
 
-        # the core's items, in the batch's order
-        pays_merchant = c.pays_merchant
-        prizes = c.prize_by_id
-        oc = out.outcome
+    def _core_items(self, events: list[Event], lo: int, bucket: list[int], pos: list[int],
+                    replies: list[Any], outcome: Any) -> tuple[list[Any], list[int], list[Any]]:
+        """The core step's items (the plain-Python twin of _redis_batch.core_items)."""
+        regions = self._region_args
+        pays_merchant = self.campaign.pays_merchant
         items: list[Any] = []
         rows: list[int] = []  # per core item: its event row, or -1 when only the core cares
         reg_index: dict[int, int] = {}
         reg_flat: list[Any] = []
-        for i in range(lo, hi):
-            b, k = where[i - lo]
-            ev = events[i]
+
+        def region_index(code: int) -> int:
+            ri = reg_index.get(code)
+            if ri is None:
+                ri = reg_index[code] = len(reg_index) + 1
+                reg_flat.extend(regions[code])
+            return ri
+
+        for j, b in enumerate(bucket):
+            i = lo + j
+            ev: Any = events[i]
             if b < 0:
-                prize = prizes.get(ev.prize)
+                cost, stock = self._prize_args.get(ev.prize, (-1, 0))
                 items += (W.CORE_REDEEM, ev.redemption_id, ev.beneficiary, ev.prize, ev.qty,
-                          prize.cost_points if prize else -1, prize.stock if prize else 0)
+                          cost, stock)
                 rows.append(i)
                 continue
-            r = replies[call_of[b]][k]
-            if r.__class__ is int:
+            r = replies[b][pos[j]]
+            if type(r) is int:
                 if r == NEW_CANDIDATE:
-                    ri = reg_index.get(ev.region)
-                    if ri is None:
-                        ri = reg_index[ev.region] = len(reg_index) + 1
-                        reg_flat += regions[ev.region]
-                    items += (CORE_PLACED, ev.order_id,
-                              ev.merchant_id if pays_merchant else ev.agent_id, ri, str(ev.ts))
+                    who = ev.merchant_id if pays_merchant else ev.agent_id
+                    items += (CORE_PLACED, ev.order_id, who, region_index(ev.region),
+                              _ts(ev.ts))
                     rows.append(i)
                 else:
-                    oc[i] = r
+                    outcome[i] = r
                 continue
             head = r[0]
-            if head == "Q" and ev.region not in regions:
-                # a redelivery that differs from its first delivery cannot stand in for it
-                oc[i] = DUPLICATE
-                continue
             if head == "N" or head == "Q":
-                ri = reg_index.get(ev.region)
-                if ri is None:
-                    ri = reg_index[ev.region] = len(reg_index) + 1
-                    reg_flat += regions[ev.region]
+                if head == "Q" and ev.region not in regions:
+                    outcome[i] = DUPLICATE  # a redelivery unlike its first delivery
+                    continue
                 if head == "N":
                     ref, early = "", r[1:]
                     rows.append(i)
                 else:
                     ref, _, early = r[1:].partition("=")
-                    oc[i] = DUPLICATE
+                    outcome[i] = DUPLICATE
                     rows.append(-1)
                 who = ev.merchant_id if pays_merchant else ev.agent_id
-                items += (W.CORE_PLACED_AGAIN, ev.order_id, who, ri, str(ev.ts), early, ref)
-            else:  # "C<ref>": a closed/completed event of an order sent to the core
+                items += (W.CORE_PLACED_AGAIN, ev.order_id, who, region_index(ev.region),
+                          _ts(ev.ts), early, ref)
+            else:  # "C<ref>": a closed/completed event of an order the core decides
                 kind = W.CORE_CLOSED if type(ev) is Closed else W.CORE_COMPLETED
-                items += (kind, ev.order_id, str(ev.ts), r[1:])
+                items += (kind, ev.order_id, _ts(ev.ts), r[1:])
                 rows.append(i)
-        if items:
-            self._core(call, items, rows, reg_flat, out)
+        return items, rows, reg_flat
 
     def _core(self, call: str, items: list[Any], rows: list[int], reg_flat: list[Any],
               out: Decisions) -> None:
@@ -259,6 +300,9 @@ class RedisEngine(Engine):
             raise BackendError("redis: the core call was cancelled again and again")
         oc, sl, pt = out.outcome, out.slot, out.points
         rk = getattr(out, "rank", None)
+        if _rb is not None and self.compiled:
+            _rb.fill(reply, rows, oc, sl, pt, rk)
+            return
         for j, i in enumerate(rows):
             if i < 0:
                 continue
@@ -355,6 +399,11 @@ class RedisEngine(Engine):
 
 class RedisClusterEngine(RedisEngine):
     scheme = "redis+cluster"
+
+
+def _ts(ts: int) -> int | str:
+    """Lua prints numbers with "%.14g": a ts from 10**14 on travels as text to stay exact."""
+    return ts if ts < 100_000_000_000_000 else str(ts)
 
 
 def _as_refs(items: list[Any], call: str) -> list[Any]:
