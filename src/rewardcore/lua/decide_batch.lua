@@ -114,16 +114,21 @@ while p <= nit do
 end
 local notes = hmget(KEYS[6], set_of(note_ids))
 local claim_rec = hmget(KEYS[2], set_of(cd_ids))
-local claims = {}
+local function parse_claim(rec)
+  local code, slot, pts, st, rank, ts, sts, rts, who = string.match(rec,
+    '^([^|]*)|(%d+)|(%d+)|(%a)|(%d+)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+  return {code = code, slot = tonumber(slot), pts = tonumber(pts), st = st,
+          rank = rank, ts = ts, sts = sts, rts = rts, who = who}
+end
+local claims = {}     -- order id -> parsed claim, for the claims this call may change
+local c_out = {}      -- order id -> record to write
 local codes = {}
 for r = 1, #regs, 3 do codes[regs[r]] = true end
 for oid, rec in pairs(claim_rec) do
-  local code, slot, pts, st, rank, ts, sts, rts, who = string.match(rec,
-    '^([^|]*)|(%d+)|(%d+)|(%a)|(%d+)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
-  claims[oid] = {code = code, slot = tonumber(slot), pts = tonumber(pts), st = st,
-                 rank = rank, ts = ts, sts = sts, rts = rts, who = who}
-  codes[code] = true
-  whos[who] = true
+  local c = parse_claim(rec)
+  claims[oid] = c
+  codes[c.code] = true
+  whos[c.who] = true
 end
 local wrec = hmget(KEYS[3], set_of(whos))
 local rrec = hmget(KEYS[1], set_of(codes))
@@ -203,9 +208,9 @@ local function decide(oid, who, ri, ts, early)
   spent = spent + pts
   local st, sts = 'p', '0'
   if on_placed or early ~= '' then st, sts = 'c', ts end
-  claims[oid] = {code = code, slot = slot, pts = pts, st = st, rank = r.rank, ts = ts,
-                 sts = sts, rts = '0', who = who}
-  dirty_c[oid] = true
+  -- most new claims are not touched again in this call: keep the record, parse on demand
+  c_out[oid] = code .. '|' .. slot .. '|' .. pts .. '|' .. st .. '|' .. r.rank .. '|' .. ts
+    .. '|' .. sts .. '|0|' .. who
   if st == 'p' then w.p = w.p + pts else w.c = w.c + pts end
   w.n = w.n + 1
   if region_cap > 0 then w.reg[code] = (w.reg[code] or 0) + 1 end
@@ -213,8 +218,17 @@ local function decide(oid, who, ri, ts, early)
   return AWARDED, slot, pts, r.rank
 end
 
-local function close(oid, ts)
+local function claim_of(oid)
   local c = claims[oid]
+  if c == nil and c_out[oid] then
+    c = parse_claim(c_out[oid])
+    claims[oid] = c
+  end
+  return c
+end
+
+local function close(oid, ts)
+  local c = claim_of(oid)
   if c == nil or c.st == 'r' then return UNCHANGED, 0, 0 end
   local w = who_of(c.who)
   if c.st == 'p' then w.p = w.p - c.pts else w.c = w.c - c.pts end
@@ -236,7 +250,7 @@ local function close(oid, ts)
 end
 
 local function complete(oid, ts)
-  local c = claims[oid]
+  local c = claim_of(oid)
   if c == nil or c.st ~= 'p' then return UNCHANGED, 0, 0 end
   local w = who_of(c.who)
   w.p = w.p - c.pts; w.c = w.c + c.pts
@@ -247,9 +261,10 @@ local function complete(oid, ts)
 end
 
 -- the walk, in the batch's order
-local out, cancel = {}, {}
+local out, cancel, nout = {}, {}, 0
 local function put(o, s, pts, rank)
-  out[#out + 1] = o; out[#out + 1] = s; out[#out + 1] = pts; out[#out + 1] = rank
+  out[nout + 1] = o; out[nout + 2] = s; out[nout + 3] = pts; out[nout + 4] = rank
+  nout = nout + 4
 end
 p = 1
 while p <= nit do
@@ -257,7 +272,7 @@ while p <= nit do
   if k == CORE_PLACED then
     local o, s, pts, rank = decide(it[p + 1], it[p + 2], it[p + 3], it[p + 4], '')
     count(o)
-    out[#out + 1] = o; out[#out + 1] = s; out[#out + 1] = pts; out[#out + 1] = rank
+    put(o, s, pts, rank)
     p = p + 5
   elseif k == CORE_PLACED_AGAIN then
     local oid, who, ri, ts, early, ref = it[p + 1], it[p + 2], it[p + 3], it[p + 4],
@@ -342,7 +357,7 @@ while p <= nit do
 end
 
 -- writes
-local w_out, r_out, c_out, n_out = {}, {}, {}, {}
+local w_out, r_out, n_out = {}, {}, {}
 for who in pairs(dirty_w) do
   local w = W[who]
   local reg = ''
