@@ -362,7 +362,8 @@ def crash_loop(cmd: list[str], d: Path, kills: int, rng: random.Random) -> int:
             while p.poll() is None and log_bytes(d) <= start + 4096 and \
                     time.monotonic() < deadline:
                 time.sleep(0.005)
-        time.sleep(rng.uniform(0.0, 0.5))
+        if i:  # the first kill lands as soon as it is applying: one mid-replay kill at least
+            time.sleep(rng.uniform(0.0, 0.5))
         with contextlib.suppress(ProcessLookupError):
             os.killpg(p.pid, signal.SIGKILL)
         p.wait()
