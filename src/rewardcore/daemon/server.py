@@ -33,7 +33,7 @@ from .config import DaemonConfig
 from .deadletters import DeadLetterSink
 from .logs import log, setup_logging
 from .metrics import Metrics
-from .worker import IN_PROCESS_SCHEMES, EngineWorker
+from .worker import IN_PROCESS_SCHEMES, engine_worker
 
 if TYPE_CHECKING:
     from .streams import StreamConsumer
@@ -101,10 +101,10 @@ async def _serve(cfg: DaemonConfig) -> int:
     except RewardcoreError:
         engine.close()
         raise
-    metrics = Metrics(campaign.id, redact_url(cfg.backend))
+    metrics = Metrics(campaign, redact_url(cfg.backend), type(engine).scheme)
     dead = DeadLetterSink(cfg.dead_letters, cfg.dead_letters_kept, metrics)
     threaded = {"auto": None, "on": True, "off": False}[cfg.engine_thread]
-    worker = EngineWorker(engine, metrics, threaded=threaded, max_batch=cfg.max_batch)
+    worker = engine_worker(engine, metrics, threaded=threaded, max_batch=cfg.max_batch)
     ctx = DaemonContext(campaign=campaign, backend=redact_url(cfg.backend), engine=engine,
                         worker=worker, metrics=metrics, dead=dead, token=cfg.token,
                         max_body=cfg.max_body)
