@@ -13,8 +13,7 @@ import numpy as np
 
 from .._engine import MemoryCore
 from ..campaign import Campaign
-from ..engine import (CLAIM_STATES, Balance, Claim, Decisions, Engine, RegionStatus,
-                      Summary)
+from ..engine import CLAIM_STATES, Balance, Claim, Decisions, Engine, RegionStatus, Summary
 from ..errors import ConfigError
 from ..events import Event
 from ..outcomes import Outcome
