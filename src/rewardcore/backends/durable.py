@@ -44,7 +44,7 @@ import numpy as np
 from .. import _shm
 from ..campaign import Campaign
 from ..codec import decode_jsonl
-from ..engine import Balance, Claim, Decisions, Engine, RegionStatus
+from ..engine import Balance, Claim, Decisions, Engine, RegionStatus, Summary
 from ..errors import BackendError, ConfigError
 from ..events import Closed, Completed, Event, Placed, Redeem
 from ..outcomes import Outcome
@@ -968,6 +968,10 @@ class DurableEngine(Engine):
     def region_status(self, code: int) -> RegionStatus | None:
         self._usable()
         return self.inner.region_status(code)
+
+    def summary(self) -> Summary:
+        self._usable()
+        return self.inner.summary()
 
 
 def iter_records(path: Path) -> Iterator[tuple[int, int, Position | None, list[Event]]]:
