@@ -41,7 +41,8 @@ sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Pyth
     command -v cc >/dev/null || rc_apt_install gcc
 
     local stamp=.venv/.rewardcore-install key
-    key=$(cat pyproject.toml setup.py constraints.txt ext/*.pyx ext/*.pxd ext/*.h | cksum | cut -d' ' -f1)
+    key=$(find pyproject.toml setup.py constraints.txt ext -type f ! -name '*.c' ! -name '*.html' \
+          | LC_ALL=C sort | xargs cat | cksum | cut -d' ' -f1)
     if [ "$deps" = lock ] && [ -f "$stamp" ] && .venv/bin/python - "$stamp" "$key" "$extras" <<'PY'
 import sys
 path, key, extras = sys.argv[1:]

@@ -13,10 +13,12 @@ import pytest
 
 from rewardcore import Campaign, Engine, load_campaign, open_engine
 from rewardcore.cli import main
+from rewardcore.examples import example_path
 
 from .servers import RedisCluster, RedisServer, _cli
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+ROOT = Path(__file__).resolve().parent.parent  # the source checkout (docs, README)
+EXAMPLES = example_path("d11-2026").parent  # the example campaigns shipped in the package
 
 
 def rc(*args: str) -> subprocess.CompletedProcess[str]:

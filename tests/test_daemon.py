@@ -30,12 +30,13 @@ from rewardcore import load_campaign, open_engine
 from rewardcore.backends import backend_schemes
 from rewardcore.engine import Engine, dump_state
 from rewardcore.events import Event, Placed, Redeem
+from rewardcore.examples import example_path
 from rewardcore.outcomes import Outcome
 from rewardcore.traffic import TrafficShape, generate
 from rewardcore.winners import mask_id, winner_rows
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "examples" / "d11-2026.toml"
+EXAMPLE = example_path("d11-2026")
 TOKEN = "s3cret-token-for-tests"
 START_MS = 1_762_790_400_000  # 2025-11-11T00:00:00+08:00, the window of the test campaigns
 

@@ -20,13 +20,14 @@ import pytest
 
 from rewardcore import BackendError, ConfigError, EventError, load_campaign, open_engine
 from rewardcore.backends.durable import iter_records
+from rewardcore.examples import example_path
 from rewardcore.traffic import TrafficShape, generate
 
 from .campaigns import make_campaign
 from .events import closed, completed, placed, redeem
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "examples" / "d11-2026.toml"
+EXAMPLE = example_path("d11-2026")
 
 
 def batches() -> list[list]:
