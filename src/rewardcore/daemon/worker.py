@@ -190,7 +190,7 @@ class EngineWorker:
 
 
 def _slice(d: Decisions, a: int, b: int) -> Decisions:
-    return Decisions(d.outcome[a:b], d.slot[a:b], d.points[a:b])
+    return Decisions(d.outcome[a:b], d.slot[a:b], d.points[a:b], d.rank[a:b])
 
 
 def _set_exception(fut: asyncio.Future[Any], exc: BaseException) -> None:
