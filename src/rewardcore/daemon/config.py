@@ -8,6 +8,7 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from .._url import redact_url
 from ..errors import ConfigError
 
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2,
@@ -58,12 +59,11 @@ class StreamSource:
     max_deliveries: int  # an entry delivered more often than this is dead-lettered
     start: str  # where a new group starts: "0" (the whole stream) or "$" (new entries)
     maxlen: int  # approximate cap on the decisions and dead-letter streams; 0 = none
+    url: str = ""  # as given
 
     def redacted(self) -> str:
-        """The URL without its password, for logs."""
-        auth = f"{self.username or ''}:***@" if self.password else ""
-        return (f"redis-stream://{auth}{self.host}:{self.port}/{self.stream}"
-                f"?group={self.group}&consumer={self.consumer}")
+        """The URL as given, without its secrets, for logs."""
+        return redact_url(self.url)
 
 
 _STREAM_INTS = {"db": 0, "batch": 256, "block": 1000, "claim_idle": 30_000, "claim_every": 5_000,
@@ -72,36 +72,37 @@ _STREAM_INTS = {"db": 0, "batch": 256, "block": 1000, "claim_idle": 30_000, "cla
 
 def parse_stream_url(url: str) -> StreamSource:
     """`redis-stream://[user:pass@]host:port/STREAM?group=G[&consumer=C&...]`."""
+    shown = redact_url(url)  # every message below names the URL without its secrets
     parts = urlsplit(url)
     if parts.scheme != "redis-stream":
-        raise ConfigError(f"--source {url!r}: expected redis-stream://host:port/STREAM?group=G")
+        raise ConfigError(f"--source {shown!r}: expected redis-stream://host:port/STREAM?group=G")
     stream = unquote(parts.path.lstrip("/"))
     if not stream:
-        raise ConfigError(f"--source {url!r}: the stream name (the URL's path) is missing")
+        raise ConfigError(f"--source {shown!r}: the stream name (the URL's path) is missing")
     query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
     known = {"group", "consumer", "out", "dead", "start", *_STREAM_INTS}
     unknown = sorted(set(query) - known)
     if unknown:
-        raise ConfigError(f"--source {url!r}: unknown parameter {unknown[0]!r}; "
+        raise ConfigError(f"--source {shown!r}: unknown parameter {unknown[0]!r}; "
                           f"expected {', '.join(sorted(known))}")
     group = query.get("group")
     if not group:
-        raise ConfigError(f"--source {url!r}: group=NAME is required (the consumer group)")
+        raise ConfigError(f"--source {shown!r}: group=NAME is required (the consumer group)")
     ints: dict[str, int] = {}
     for name, default in _STREAM_INTS.items():
         try:
             ints[name] = int(query.get(name, default))
         except ValueError:
-            raise ConfigError(f"--source {url!r}: {name} must be an integer") from None
+            raise ConfigError(f"--source {shown!r}: {name} must be an integer") from None
         if ints[name] < 0 or (ints[name] == 0 and name in ("batch", "max_deliveries")):
-            raise ConfigError(f"--source {url!r}: {name} must be positive")
+            raise ConfigError(f"--source {shown!r}: {name} must be positive")
     start = query.get("start", "0")
     if start not in ("0", "$"):
-        raise ConfigError(f"--source {url!r}: start must be 0 (whole stream) or $ (new entries)")
+        raise ConfigError(f"--source {shown!r}: start must be 0 (whole stream) or $ (new entries)")
     try:
         port = parts.port or 6379
     except ValueError:
-        raise ConfigError(f"--source {url!r}: the port is not a number") from None
+        raise ConfigError(f"--source {shown!r}: the port is not a number") from None
     return StreamSource(
         host=parts.hostname or "127.0.0.1", port=port, db=ints["db"],
         username=unquote(parts.username) if parts.username else None,
@@ -112,7 +113,7 @@ def parse_stream_url(url: str) -> StreamSource:
         dead=query.get("dead") or f"{stream}:dead",
         batch=ints["batch"], block_ms=ints["block"], claim_idle_ms=ints["claim_idle"],
         claim_every_ms=ints["claim_every"], max_deliveries=ints["max_deliveries"],
-        start=start, maxlen=ints["maxlen"],
+        start=start, maxlen=ints["maxlen"], url=url,
     )
 
 

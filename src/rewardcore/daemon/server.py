@@ -18,12 +18,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 import prometheus_client
 import uvicorn
 import uvloop
 
+from .._url import redact_url
 from ..backends import open_engine
 from ..campaign import load_campaign
 from ..engine import dump_state
@@ -45,17 +45,6 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by ***, for logs and metrics."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname}"
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _listen(host: str, port: int) -> socket.socket:
