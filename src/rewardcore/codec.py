@@ -122,7 +122,17 @@ Batch = tuple[list[Event], list[DeadLetter]]
 DEFAULT_BATCH = 512
 
 
-def _reason(exc: BaseException) -> str:
+def _reason(exc: BaseException, text: bytes | None = None) -> str:
+    """Why `text` (a JSON event, when given) did not decode, saying where in it.
+
+    Invalid UTF-8 is located here rather than by msgspec: msgspec 0.23 reports it as a
+    DecodeError without a position, older versions as a UnicodeDecodeError with one.
+    """
+    if text is not None:
+        try:
+            text.decode()
+        except UnicodeDecodeError as bad:
+            return f"invalid UTF-8 at byte {bad.start} of the event: {bad.reason}"
     if isinstance(exc, UnicodeDecodeError):
         return f"invalid UTF-8 in a string at byte {exc.start}: {exc.reason}"
     if isinstance(exc, RecursionError):
@@ -233,7 +243,7 @@ def _json_one(raw: bytes) -> Event:
     try:
         ev: Event = _json_event.decode(raw)
     except Exception as exc:  # whatever hostile bytes make the decoder raise
-        raise _Rejected(_reason(exc)) from None
+        raise _Rejected(_reason(exc, raw)) from None
     if raw.count(b":") > _REQUIRED_KEYS[type(ev)]:
         dup = _duplicate_key(raw)
         if dup is not None:
