@@ -290,8 +290,9 @@ def _jsonl_one_by_one(data: bytes, first_line: int, base_offset: int) -> Batch:
         return events, [d for _, d in dead]
 
     def garbage_letter(i: int) -> DeadLetter:
-        return DeadLetter("JSON is malformed: invalid character (byte 0)", data[at[i]:to[i]],
-                          line=first_line + i, offset=base_offset + at[i])
+        raw = data[at[i]:to[i]]
+        return DeadLetter(_reason(_MALFORMED, raw), raw, line=first_line + i,
+                          offset=base_offset + at[i])
 
     order = np.sort(np.concatenate((bad, np.array([i for i, _ in dead], np.int64))))
     known = dict(dead)
@@ -312,6 +313,7 @@ def _jsonl_one_by_one(data: bytes, first_line: int, base_offset: int) -> Batch:
 
 
 _NEWLINE = ord("\n")
+_MALFORMED = msgspec.DecodeError("JSON is malformed: invalid character (byte 0)")
 
 
 def _json_array_items(buf: bytes) -> list[bytes]:
