@@ -428,8 +428,8 @@ _MP_SIZED = {0xC4: (1, 0), 0xC5: (2, 0), 0xC6: (4, 0), 0xD9: (1, 0), 0xDA: (2, 0
 _MP_EXT = {0xC7: 1, 0xC8: 2, 0xC9: 4}
 
 
-def _mp_map_size(raw: bytes) -> int:
-    b = raw[0] if raw else 0
+def _mp_map_size(raw: bytes | memoryview) -> int:
+    b = raw[0] if len(raw) else 0
     if 0x80 <= b <= 0x8F:
         return b & 0x0F
     if b in (0xDE, 0xDF):
@@ -501,7 +501,7 @@ def decode_msgpack(buf: bytes) -> Batch:
     except Exception:
         pass
     else:
-        if all(_mp_map_size(r) == _REQUIRED_KEYS[type(e)]  # type: ignore[arg-type]
+        if all(_mp_map_size(memoryview(r)) == _REQUIRED_KEYS[type(e)]
                for r, e in zip(raws, events, strict=True)):
             return events, []
     buf = bytes(buf)

@@ -138,6 +138,15 @@ class DaemonConfig:
     engine_thread: str = "auto"  # auto | on | off: run engine calls in a dedicated thread
     log_every: float = 0.0  # seconds between stats lines; 0 = none
     access_log: bool = False  # one JSON line per HTTP request
+    read_token: str = ""  # may only read the views; "" = none
+    public_winners: bool = False  # GET /v1/winners without a token
+    header_timeout: float = 10.0  # seconds to deliver a request's headers
+    body_timeout: float = 30.0  # seconds to deliver a request's whole body
+    keep_alive: float = 5.0  # seconds an idle keep-alive connection stays open
+    max_header: int = 16 * 1024  # bytes of request line and headers
+    max_connections: int = 1000  # open connections at most
+    max_rejects_shown: int = 20  # rejected events an answer lists in full
+    dead_letter_raw: int = 1024**2  # bytes of each rejected event kept in the file
 
 
 # -- the environment ------------------------------------------------------------------------
