@@ -9,6 +9,7 @@ import random
 import signal
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -181,3 +182,17 @@ def test_the_loop_runs_while_a_redis_call_waits(own_redis: RedisServer) -> None:
     assert in_flight and during >= 20, (during, in_flight)
     during, in_flight, longest = asyncio.run(ticks_while_stopped(threaded=False))
     assert not in_flight and during <= 2, (during, in_flight, longest)
+
+
+def test_the_bench_rows(tmp_path: Path) -> None:
+    """`rewardcore bench --only aio` at a tiny size: four measured rows, the concurrent ones
+    with their ratio to one order per synchronous call and a p99."""
+    from .test_bench_smoke import _bench, _measured
+
+    report, _ = _bench(tmp_path, "--orders", "3000", "--redis-orders", "600", "--only", "aio")
+    rows = [r for r in report["rows"] if r["group"] == "aio"]
+    assert len(rows) == 4, [r["name"] for r in rows]
+    for row in rows:
+        _measured(row)
+        assert "p99 per call" in row["note"]
+    assert all(r["ratio"] > 0 for r in rows if "concurrent" in r["name"])
