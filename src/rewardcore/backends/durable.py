@@ -892,11 +892,12 @@ class DurableEngine(Engine):
         the JSON lines `jsonl` it was decoded from if given (see encode_record)."""
         self._usable()
         batch = events if type(events) is list else list(events)
+        self.inner.prepare(batch)  # a batch that does not validate is never logged
         payload = encode_record(batch, pos, jsonl)
         start = self.log.append(payload)
         try:
             self.log.committed()
-            out = self.inner.apply(batch)
+            out = self.inner.commit()
         except BaseException:
             self.log.take_back(start)  # refused or interrupted: the log must not keep it
             raise

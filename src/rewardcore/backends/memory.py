@@ -58,6 +58,14 @@ class MemoryEngine(Engine):
         batch = events if type(events) is list else list(events)
         return Decisions(*self.core.apply(batch))
 
+    def prepare(self, events: list[Event]) -> None:
+        """Check a batch (EventError naming the event and field) without changing anything;
+        `commit` applies it. The durable engine logs a batch between the two."""
+        self.core.prepare(events)
+
+    def commit(self) -> Decisions:
+        return Decisions(*self.core.commit())
+
     def reset(self) -> None:
         self.core.reset(self._expected_orders)
 

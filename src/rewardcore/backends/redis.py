@@ -27,7 +27,7 @@ import msgspec
 from ..campaign import Campaign
 from ..engine import Balance, Claim, Decisions, Engine, RegionStatus, Summary
 from ..errors import BackendError, ConfigError
-from ..events import Closed, Completed, Event, Placed, Redeem
+from ..events import Closed, Completed, Event, Placed, Redeem, validate_batch
 from ..outcomes import Outcome
 from .redis_nodes import Call, Nodes
 
@@ -148,6 +148,7 @@ class RedisEngine(Engine):
     def apply(self, events: Sequence[Event]) -> Decisions:
         if type(events) is not list:
             events = list(events)
+        validate_batch(events)  # before the first call: a refused batch changes nothing
         n = len(events)
         out = Decisions.empty(n)
         if not n:
