@@ -682,7 +682,7 @@ def _aio_rows(b: Bench, label: str, url: str, orders: list[Event], reset: Callab
         return len(orders)
 
     def note(kind: str) -> Callable[[], str]:
-        return lambda: (f"p99 per call {np.median(p99.get(kind, [0])) * 1e3:.2f} ms "
+        return lambda: (f"p99 per call {np.median(p99.get(kind, [0])) * 1e3:.3f} ms "
                         "(median of rounds)")
 
     sync_name = f"{label}: 1 order per synchronous apply"
