@@ -20,6 +20,7 @@ from rewardcore import Campaign, Engine
 from rewardcore.codec import decode_jsonl
 from rewardcore.daemon.cli import serve_parser
 from rewardcore.daemon.config import env_name
+from rewardcore.daemon.metrics import reason_class
 from rewardcore.engine import Summary
 from rewardcore.traffic import TrafficShape, generate
 
@@ -182,3 +183,21 @@ def test_a_started_daemon_exports_every_metric_the_rules_and_the_dashboard_name(
                                                       ("source", "http")))] == 1
     assert samples[("rewardcore_batch_seconds_count", (("engine", "memory"),))] >= 1
     assert ("process_resident_memory_bytes", ()) in samples
+
+
+@pytest.mark.parametrize(("body", "cls"), [
+    (b"x", "malformed"),
+    (b"\xff\xfe", "malformed"),
+    (b'{"type": "placed"}', "invalid"),
+    (b'{"type": "nope", "order_id": "a"}', "invalid"),
+    (b'{"type": "placed", "order_id": "o", "merchant_id": "m", "agent_id": "a", '
+     b'"region": "1", "paid_cents": 1, "ts": 1}', "invalid"),
+])
+def test_dead_letters_are_classed_by_their_reason(body: bytes, cls: str) -> None:
+    """The reason label of rewardcore_dead_letters_total, from the codec's real reasons."""
+    _, dead = decode_jsonl(body)
+    assert [reason_class(d.reason) for d in dead] == [cls]
+    # the stream consumer's own reasons
+    assert reason_class("delivered 6 times (max_deliveries 5)") == "poison"
+    assert reason_class("the entry has no field 'e' (fields: x)") == "missing"
+    assert reason_class(f"field 'e': {dead[0].reason}") == cls
