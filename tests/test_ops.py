@@ -155,8 +155,10 @@ def test_a_started_daemon_exports_every_metric_the_rules_and_the_dashboard_name(
     promtool's linter finds nothing wrong with the exposition."""
     camp = campaign_file(tmp_path / "c.toml", regions=4, slots=2, budget_points=1000)
     hostport = redis_url.split("://", 1)[1].split("/", 1)[0]
-    d = start(daemons, tmp_path, camp, "--source",
-              f"redis-stream://{hostport}/orders?group=rc&consumer=ops")
+    url = f"redis-stream://{hostport}/orders?group=rc&consumer=ops&block=500&db=2"
+    d = start(daemons, tmp_path, camp, "--source", url)
+    # the start line names the whole source, every parameter kept
+    assert [r["source"] for r in d.logs() if r["event"] == "start"] == [url]
     body = b"".join(placed_line(f"o{k}", 1 + k % 3, f"a{k}") + b"\n" for k in range(7))
     status, answer = d.post("/v1/events", body + b'{"type": "placed"}\n',
                             "application/x-ndjson")
@@ -201,3 +203,13 @@ def test_dead_letters_are_classed_by_their_reason(body: bytes, cls: str) -> None
     assert reason_class("delivered 6 times (max_deliveries 5)") == "poison"
     assert reason_class("the entry has no field 'e' (fields: x)") == "missing"
     assert reason_class(f"field 'e': {dead[0].reason}") == cls
+
+
+def test_a_source_url_is_logged_whole_with_its_password_hidden() -> None:
+    from rewardcore.daemon.config import parse_stream_url
+
+    src = parse_stream_url("redis-stream://app:s3cret@10.0.0.5:6380/orders?group=g&db=2"
+                           "&batch=64")
+    assert src.redacted() == ("redis-stream://app:***@10.0.0.5:6380/orders?group=g&db=2"
+                              "&batch=64")
+    assert (src.db, src.batch, src.password) == (2, 64, "s3cret")
