@@ -33,6 +33,7 @@ from ..winners import winner_rows
 from .deadletters import DeadLetterSink
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
+from .pages import Pages
 from .worker import EngineWorker, WorkerClosed
 
 log = logging.getLogger("rewardcore.daemon")
@@ -327,6 +328,7 @@ def build_app(ctx: DaemonContext) -> ASGIApp:
         Route("/v1/dead-letters", get_dead_letters, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        *Pages(ctx).routes(),  # /p/{beneficiary}, /winners, /live (docs/daemon.md)
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
     return Front(app, events, ctx.token, ctx.metrics)
@@ -345,9 +347,9 @@ def _balance(b: Any) -> dict[str, int]:
 
 
 _ROUTE_PREFIXES = (("/v1/beneficiaries/", "/v1/beneficiaries/{id}"),
-                   ("/v1/regions/", "/v1/regions/{code}"))
+                   ("/v1/regions/", "/v1/regions/{code}"), ("/p/", "/p/{beneficiary}"))
 _ROUTES = {"/v1/events", "/v1/redemptions", "/v1/winners", "/v1/state", "/v1/dead-letters",
-           "/healthz", "/metrics"}
+           "/healthz", "/metrics", "/winners", "/live", "/live/summary.json"}
 
 
 def _route_label(path: str) -> str:

@@ -81,6 +81,9 @@ class EngineWorker:
         self._wake = asyncio.Event()
         self._closing = False
         self.events_applied = 0
+        #: called with each applied batch and its decisions, after the metrics (the pages'
+        #: live figures and recent decisions); must be quick and must not raise
+        self.observers: list[Callable[[Sequence[Event], Decisions], None]] = []
 
     # -- the callers' side ------------------------------------------------------------------
     def apply(self, events: Sequence[Event]) -> asyncio.Future[Decisions]:
@@ -164,6 +167,8 @@ class EngineWorker:
             return
         self.metrics.record(events, decisions, time.perf_counter() - start)
         self.events_applied += len(events)
+        for observe in self.observers:
+            observe(events, decisions)
         if len(group) == 1:
             if not group[0].future.cancelled():
                 group[0].future.set_result(decisions)
