@@ -84,7 +84,7 @@ def participant_key(secret: bytes, beneficiary: str) -> str:
 # -- what the daemon remembers --------------------------------------------------------------
 
 class LiveRecord:
-    """Fed every applied batch (an `EngineWorker` observer): outcome counts per second for
+    """Fed every applied batch (chained to the worker's `on_batch`): outcome counts per second for
     the last minutes, orders per region, and each beneficiary's recent non-winning orders
     (region, outcome, rank, time). Bounded: the history by time, the orders by the counts
     above."""
@@ -267,7 +267,16 @@ class Pages:
         self.campaign = ctx.campaign
         self.secret = page_secret(ctx.token)
         self.live = LiveRecord(ctx.campaign)
-        ctx.worker.observers.append(self.live.observe)
+        # Chained after the worker's own callback (the metrics): one call per engine batch.
+        before = ctx.worker.on_batch
+        observe = self.live.observe
+
+        def on_batch(events: Sequence[Event], decisions: Decisions, seconds: float) -> None:
+            if before is not None:
+                before(events, decisions, seconds)
+            observe(events, decisions)
+
+        ctx.worker.on_batch = on_batch
         self._summary_cache: tuple[float, dict[str, Any]] | None = None
 
     def routes(self) -> list[Route]:
