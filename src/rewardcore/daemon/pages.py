@@ -215,11 +215,16 @@ def _e(v: Any) -> str:
 
 
 def _table(head: Sequence[str], rows: Sequence[Sequence[Any]], numeric: Sequence[int] = (),
-           body_id: str = "") -> str:
-    th = "".join(f'<th{" class=n" if i in numeric else ""}>{_e(h)}</th>'
-                 for i, h in enumerate(head))
+           body_id: str = "", optional: Sequence[int] = ()) -> str:
+    """A table in a box that scrolls sideways if it must (the page itself never does);
+    `optional` columns are left out on a phone."""
+    def cls(i: int) -> str:
+        names = [n for n, on in (("n", i in numeric), ("opt", i in optional)) if on]
+        return f' class="{" ".join(names)}"' if names else ""
+
+    th = "".join(f"<th{cls(i)}>{_e(h)}</th>" for i, h in enumerate(head))
     tr = "".join("<tr>" + "".join(
-        f'<td{" class=n" if i in numeric else ""}>'
+        f"<td{cls(i)}>"
         f"{_e(f'{v:,}' if isinstance(v, int) and not isinstance(v, bool) else v)}</td>"
         for i, v in enumerate(row)) + "</tr>" for row in rows)
     tbody = f'<tbody id="{body_id}">' if body_id else "<tbody>"
@@ -474,7 +479,8 @@ class Pages:
                          f"{held:,} held now.</p>")
         parts.append(f'<p id="count">{len(rows):,} slot(s) held in {regions:,} region(s)'
                      f"{'' if pages == 1 else f'; page {page} of {pages}'}.</p>")
-        parts.append(_table(head, body, numeric=(1, len(head) - 2)))
+        parts.append(_table(head, body, numeric=(1, len(head) - 2),
+                            optional=(len(head) - 4, len(head) - 1)))
         if pages > 1:
             def link(p: int, text: str) -> str:
                 query = {k: v for k, v in (("region", region_raw), ("q", search)) if v}
@@ -505,7 +511,7 @@ class Pages:
             + "<h2>Outcomes since the daemon started</h2>"
             + _table(["outcome", "events"], [], numeric=(1,), body_id="outcomes")
             + "<h2>Top regions</h2>"
-            + _table(["region", "orders", "held / slots", ""], [], numeric=(1, 2),
+            + _table(["region", "orders", "slots left", ""], [], numeric=(1, 2),
                      body_id="regions")
             + "<h2>Recent dead letters</h2>"
             + _table(["where", "reason"], [], body_id="dead-recent")
@@ -545,7 +551,7 @@ class Pages:
             "regions": len(self.campaign.regions),
             "regions_sold_out": len(held["sold_out"]),
             "top_regions": [{"code": code, "orders": n, "slots": slots.get(code, 0),
-                             "held": held["held"].get(code, 0),
+                             "left": held["left"].get(code, 0),
                              "sold_out": code in held["sold_out"]} for code, n in top],
             "dead_letters": {"total": self.ctx.dead.total,
                              "recent": [_dead_row(d) for d in list(self.ctx.dead.recent)[-5:]]},
@@ -563,21 +569,16 @@ class Pages:
                 "budget_exhausted": main[2], "other": placed - sum(main)}
 
     def _engine_summary(self, engine: Engine) -> dict[str, Any]:
-        held: dict[int, int] = {}
-        points = 0
-        for c in engine.claims():
-            if c.state != "revoked":
-                held[c.region] = held.get(c.region, 0) + 1
-                points += c.points
-        sold_out = set()
-        for code in held:
-            status = engine.region_status(code) if len(held) < 50 else None
-            if status is not None:
-                if status.remaining <= 0:
-                    sold_out.add(code)
-            elif held[code] >= self.campaign.region_by_code[code].slots:
-                sold_out.add(code)
-        return {"held": held, "points": points, "sold_out": sold_out}
+        """Budget used and slots left per region, from the engine's own summary (counters on
+        the engines that keep them, one read of the claims on the others)."""
+        summary = engine.summary()
+        left = {r.code: n for r, n in zip(self.campaign.regions, summary.slots_left,
+                                          strict=True)}
+        used = summary.budget_used
+        if used is None:
+            used = sum(c.points for c in engine.claims() if c.state != "revoked")
+        return {"left": left, "points": used,
+                "sold_out": {code for code, n in left.items() if n <= 0}}
 
 
 

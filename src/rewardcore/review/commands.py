@@ -89,6 +89,13 @@ def _finish_report(args: argparse.Namespace, html: str, png: bytes | None) -> No
         _write(args.figure, png)
 
 
+def _other_kind(campaign: Any, data: Any) -> str:
+    pop = data.population
+    if campaign.pays_merchant:
+        return f"{pop.get('agents', 0):,} agents place their orders"
+    return f"working for {pop.get('merchants', 0):,} merchants"
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from .simulate import simulate  # matplotlib and traffic only when asked for
 
@@ -110,8 +117,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         context = [
             ("campaign", f"{campaign.id} ({args.campaign})"),
             ("traffic", f"synthetic peak day: {args.orders:,} orders, {participants:,} "
-                        f"{campaign.info.beneficiary}s ({data.population.get('agents', 0):,} "
-                        f"agents of {data.population.get('merchants', 0):,} merchants), close "
+                        f"{campaign.info.beneficiary}s ({_other_kind(campaign, data)}), close "
                         f"rate {args.close_rate:g}, seed {args.seed}"),
             ("engine", f"memory:// (the compiled engine), {sim.events:,} events in "
                        f"{sim.seconds:.2f}s, batches of {args.batch:,}"),

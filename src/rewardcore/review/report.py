@@ -82,11 +82,13 @@ def _time_axis(ax: Any, data: ReviewData) -> None:
 
     ax.set_xscale("symlog", linthresh=1.0)
     ax.set_xlim(left=0)
-    ticks = [0, 0.5, 1, 2, 5, 10, 30, 60, 180, 360, 720, 1440]
+    ticks = [0, 0.5, 1, 2, 5, 10, 30, 60, 180, 360, 720, 1440]  # minutes
     ax.xaxis.set_major_locator(FixedLocator(ticks))
     ax.xaxis.set_minor_locator(FixedLocator([]))
 
     def label(minutes: float, _pos: int) -> str:
+        if minutes >= 1440:
+            return "24:00"
         t = datetime.fromtimestamp(data.starts_ms / 1000 + minutes * 60, _tz(data))
         return t.strftime("%H:%M:%S" if minutes < 2 else "%H:%M")
 

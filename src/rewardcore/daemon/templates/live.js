@@ -34,7 +34,7 @@
     rows("minutes", s.minutes.slice(-10).reverse(), (m) => [[m.at], [fmt(m.placed), true], [fmt(m.awarded), true],
       [fmt(m.sold_out), true], [fmt(m.budget_exhausted), true], [fmt(m.other), true]]);
     rows("regions", s.top_regions, (r) => [[String(r.code)], [fmt(r.orders), true],
-      [`${fmt(r.held)} / ${fmt(r.slots)}`, true], [r.sold_out ? "sold out" : ""]]);
+      [`${fmt(r.left)} of ${fmt(r.slots)}`, true], [r.sold_out ? "sold out" : ""]]);
     rows("dead-recent", s.dead_letters.recent, (d) => [[d.where], [d.reason]]);
     const bar = document.getElementById("mix");
     if (bar) {
