@@ -697,7 +697,7 @@ def group_aio(b: Bench) -> None:
         return
     import redis
 
-    from .redis_servers import RedisServer
+    from ..redis_servers import RedisServer
 
     server = RedisServer().start()
     b.stack.callback(server.close)
