@@ -658,7 +658,7 @@ def test_bad_settings_are_named(args: list[str], what: str, tmp_path: Path,
     from rewardcore.cli import main
 
     monkeypatch.delenv("REWARDCORE_TOKEN", raising=False)
-    rc = main(["serve", "--campaign", str(EXAMPLE), "--token", "t", "--http", "127.0.0.1:0",
+    rc = main(["serve", "--campaign", str(EXAMPLE), "--token", TOKEN, "--http", "127.0.0.1:0",
                "--dead-letters", str(tmp_path / "dl.jsonl"), *args])
     assert rc == 2
     lines = [json.loads(x) for x in capsys.readouterr().err.splitlines()]

@@ -17,6 +17,8 @@ and the memory engine's replay;
   redis      one local redis-server: claims into open regions, into sold-out regions
              (against the memory engine on the same events), redis-benchmark INCR -P 64
   cluster    the same on a 3-master Redis Cluster
+  aio        rewardcore.aio: 1,000 concurrent single-order callers against one order per
+             synchronous call, on memory:// and (with redis-server) redis://; p99 per call
 
 The events are generated once (traffic.generate, seed 11). Timed rows are measured
 alternately, round after round (--repeat), and the best of each kept, so a noisy neighbour
@@ -637,9 +639,78 @@ def group_cluster(b: Bench) -> None:
                      True, f"{label}: claims, open regions", pids)
 
 
+def _aio_rows(b: Bench, label: str, url: str, orders: list[Event], reset: Callable[[], None],
+              callers: int = 1000) -> None:
+    """One order per call, synchronously, against `callers` asyncio tasks each awaiting one
+    order at a time through one AsyncEngine (whose worker merges them)."""
+    import asyncio
+
+    from ..aio import AsyncEngine
+
+    p99: dict[str, list[float]] = {}
+
+    def sync() -> int:
+        engine = open_engine(b.campaign, url)
+        lat = []
+        for ev in orders:
+            t = time.perf_counter()
+            engine.apply([ev])
+            lat.append(time.perf_counter() - t)
+        engine.close()
+        p99.setdefault("sync", []).append(float(np.percentile(lat, 99)))
+        return len(orders)
+
+    async def concurrent() -> list[float]:
+        engine = AsyncEngine(open_engine(b.campaign, url))
+        lat: list[float] = []
+
+        async def caller(mine: list[Event]) -> None:
+            for ev in mine:
+                t = time.perf_counter()
+                await engine.apply([ev])
+                lat.append(time.perf_counter() - t)
+
+        await asyncio.gather(*(caller(orders[k::callers]) for k in range(callers)))
+        await engine.aclose()
+        return lat
+
+    def merged() -> int:
+        lat = asyncio.run(concurrent())
+        p99.setdefault("aio", []).append(float(np.percentile(lat, 99)))
+        return len(orders)
+
+    def note(kind: str) -> Callable[[], str]:
+        return lambda: (f"p99 per call {np.median(p99.get(kind, [0])) * 1e3:.3f} ms "
+                        "(median of rounds)")
+
+    sync_name = f"{label}: 1 order per synchronous apply"
+    b.add(Measure(sync_name, "aio", sync, setup=reset, note=note("sync")))
+    b.add(Measure(f"{label}: aio, {callers:,} concurrent 1-order callers", "aio", merged,
+                  setup=reset, base=sync_name, note=note("aio")))
+
+
+def group_aio(b: Bench) -> None:
+    orders = [ev for batch in b.claim_batches() for ev in batch]
+    _aio_rows(b, "memory://", b.presized, orders, lambda: None)
+    if shutil.which("redis-server") is None:
+        b.skip("aio", "redis:// aio rows", "redis-server not found")
+        return
+    import redis
+
+    from ..redis_servers import RedisServer
+
+    server = RedisServer().start()
+    b.stack.callback(server.close)
+    client = redis.Redis(host="127.0.0.1", port=server.port)
+    b.stack.callback(client.close)
+    # one round trip per synchronous order: a tenth of the orders keeps the row short
+    _aio_rows(b, "redis://", server.url, orders[:max(1, len(orders) // 10)], client.flushall)
+
+
 GROUP_FUNCS: dict[str, Callable[[Bench], None]] = {
     "decode": group_decode, "reference": group_reference, "memory": group_memory,
     "durable": group_durable, "shm": group_shm, "redis": group_redis, "cluster": group_cluster,
+    "aio": group_aio,
 }
 
 

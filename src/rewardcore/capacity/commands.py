@@ -11,7 +11,7 @@ from typing import Any
 from ..codec import DEFAULT_BATCH
 from ..examples import example_path
 
-GROUPS = ("decode", "reference", "memory", "durable", "shm", "redis", "cluster")
+GROUPS = ("decode", "reference", "memory", "durable", "shm", "redis", "cluster", "aio")
 USERS = ("OrderUser", "BatchUser", "StreamUser")
 
 
