@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]
 from prometheus_client.parser import text_string_to_metric_families
 
 from rewardcore import Campaign, Engine
@@ -32,7 +32,8 @@ __all__ = ["daemons"]  # a fixture
 
 
 def _campaign(**settings: object) -> Campaign:
-    regions = [(code, 3, ((1, 5), (3, 10))) for code in range(1, 31)]
+    regions: list[tuple[int, int, tuple[tuple[int, int], ...]]] = [
+        (code, 3, ((1, 5), (3, 10))) for code in range(1, 31)]
     regions.append((99, 10_000, ((10_000, 1),)))  # never sells out
     return make_campaign(regions, (("mug", 10, 40), ("tv", 200, 2)), **settings)
 
