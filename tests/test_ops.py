@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -164,9 +165,14 @@ def test_a_started_daemon_exports_every_metric_the_rules_and_the_dashboard_name(
     status, answer = d.post("/v1/events", body + b'{"type": "placed"}\n',
                             "application/x-ndjson")
     assert status == 200 and answer["rejected"] == 1
-    _, _, data = d.request("GET", "/metrics", token=None)
-    text = data.decode()
-    exported = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+    deadline = time.monotonic() + 60  # a hang guard: the consumer's first XINFO sets lag
+    while True:
+        _, _, data = d.request("GET", "/metrics", token=None)
+        text = data.decode()
+        exported = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+        if "rewardcore_stream_lag" in exported or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     exported.add("up")  # Prometheus's own, per target
     rules = yaml.safe_load(RULES.read_text())
     named = {n for g in rules["groups"] for r in g["rules"] for n in metric_names(r["expr"])}
