@@ -147,6 +147,11 @@ def _dashboard_exprs() -> list[str]:
         for t in p.get("targets", []):
             assert t["refId"] and t["expr"], p["title"]
             exprs.append(t["expr"])
+    for var in dash["templating"]["list"]:
+        if var["type"] == "query":  # label_values(SELECTOR, label)
+            m = re.fullmatch(r"label_values\((.+),\s*\w+\)", var["query"])
+            assert m, var["query"]
+            exprs.append(m.group(1))
     return exprs
 
 
