@@ -126,10 +126,29 @@ def run_locust(args: argparse.Namespace, out: Path, port: int, token: str,
     if args.processes > 1:
         cmd += ["--processes", str(args.processes)]
     print("loadtest: " + " ".join(cmd[2:]), file=sys.stderr)
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
-                          timeout=args.duration + 120)
-    (out / "locust.log").write_text(proc.stdout + proc.stderr)
-    return proc.returncode, proc.stdout + proc.stderr
+    from rewardcore.console import progress
+
+    log_path = out / "locust.log"
+    limit = args.duration + 120
+    with open(log_path, "w") as log, progress(int(args.duration) + 10, desc="loadtest",
+                                                unit="s", scale=False,
+                                                quiet=getattr(args, "quiet", False)) as bar:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        start, shown = time.monotonic(), 0
+        while True:
+            try:
+                proc.wait(1.0)
+                break
+            except subprocess.TimeoutExpired:
+                elapsed = time.monotonic() - start
+                if elapsed > limit:
+                    proc.kill()
+                    proc.wait()
+                    raise
+                bar.update(int(elapsed) - shown)
+                shown = int(elapsed)
+    text = log_path.read_text()
+    return proc.returncode, text
 
 
 def drain_stream(redis_url: str, stream: str, group: str, timeout: float) -> dict[str, Any]:
@@ -353,20 +372,23 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
 # -- command line ---------------------------------------------------------------------------
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--campaign", type=Path, default=DEFAULT_CAMPAIGN)
+    ap.add_argument("--campaign", type=Path, default=DEFAULT_CAMPAIGN,
+                    help="campaign TOML file the daemon serves")
     ap.add_argument("--backend", default="memory://",
                     help="daemon engine: memory:// (default), or 'redis' for the started "
                          "redis-server (redis://127.0.0.1:PORT/0)")
     ap.add_argument("--duration", type=float, default=300, help="seconds of the night")
-    ap.add_argument("--peak-users", type=int, default=40)
+    ap.add_argument("--peak-users", type=int, default=40,
+                    help="Locust users at the midnight peak")
     ap.add_argument("--users", nargs="+", default=list(USERS), choices=USERS,
                     help="Locust user classes (default all three)")
     ap.add_argument("--order-rate", type=float, default=20, help="requests/s per OrderUser")
     ap.add_argument("--batch-rate", type=float, default=1, help="requests/s per BatchUser")
-    ap.add_argument("--batch-size", type=int, default=1000)
+    ap.add_argument("--batch-size", type=int, default=1000, help="orders per BatchUser request")
     ap.add_argument("--stream-rate", type=float, default=5, help="XADD requests/s per StreamUser")
-    ap.add_argument("--stream-batch", type=int, default=100)
-    ap.add_argument("--stream", default="orders")
+    ap.add_argument("--stream-batch", type=int, default=100,
+                    help="orders per StreamUser XADD pipeline")
+    ap.add_argument("--stream", default="orders", help="Redis stream the daemon consumes")
     ap.add_argument("--p99-ms", type=float, default=100, help="p99 target of single orders")
     ap.add_argument("--batch-p99-ms", type=float, default=1000,
                     help="p99 target of batch requests (HTTP batches and stream XADDs)")
@@ -377,7 +399,10 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="seconds in a row over target that count as broken (default 3)")
     ap.add_argument("--processes", type=int, default=0,
                     help="Locust processes (default: 1 on <= 4 CPUs, else CPUs - 3, max 4)")
-    ap.add_argument("--out", type=Path, default=Path("loadtest-report"))
+    ap.add_argument("--out", type=Path, default=Path("loadtest-report"),
+                    help="directory of the run's files and report")
+    ap.add_argument("--quiet", "-q", action="store_true",
+                    help="no progress bar (there is none anyway when stderr is not a terminal)")
     ap.add_argument("--report-only", action="store_true",
                     help="judge the run already in --out again (targets, --hold) and rewrite "
                          "its report, without running anything")

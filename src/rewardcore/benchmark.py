@@ -680,7 +680,8 @@ def _groups(text: str) -> list[str]:
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--campaign", default=str(DEFAULT_CAMPAIGN))
+    ap.add_argument("--campaign", default=str(DEFAULT_CAMPAIGN),
+                    help="campaign TOML file the stream is generated for")
     ap.add_argument("--only", type=_groups, default=list(GROUPS), metavar="GROUPS",
                     help=f"comma-separated row groups (default all): {','.join(GROUPS)}")
     ap.add_argument("--orders", type=int, default=400_000,
@@ -695,11 +696,13 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="orders for the bytes-per-order row (0 to skip)")
     ap.add_argument("--redis-orders", type=int, default=50_000,
                     help="claims per Redis row, the first new in-region orders of the stream")
-    ap.add_argument("--redis-benchmark-requests", type=int, default=2_000_000)
+    ap.add_argument("--redis-benchmark-requests", type=int, default=2_000_000,
+                    help="requests of the redis-benchmark run the Redis rows are compared with")
     ap.add_argument("--masters", type=int, default=3, help="Redis Cluster masters (default 3)")
     ap.add_argument("--durable-dir", default=None,
                     help="where the durable rows write their logs (default: the temp dir)")
-    ap.add_argument("--shm-workers", type=_int_list, default=[1, 2], metavar="N,N")
+    ap.add_argument("--shm-workers", type=_int_list, default=[1, 2], metavar="N,N",
+                    help="worker processes of the shared-memory rows")
     ap.add_argument("--json", help="also write the rows as JSON here")
     ap.add_argument("--no-fail", action="store_true",
                     help="exit 0 even when a budget is MISSED (for smoke runs)")
