@@ -18,6 +18,7 @@ from typing import BinaryIO, Protocol
 import numpy as np
 import orjson
 
+from . import __version__
 from .backends import open_engine
 from .campaign import load_campaign
 from .codec import DEFAULT_BATCH, DeadLetter, read_jsonl
@@ -43,8 +44,8 @@ DEFAULT_BACKEND = "memory://"
 _COMMAND_MODULES: tuple[str, ...] = (
     "rewardcore.review.commands",
     "rewardcore.daemon.cli",
-    "rewardcore.benchmark",
-    "rewardcore.loadtest",
+    "rewardcore.capacity.commands",  # bench, loadtest: their code loads when they run
+    "rewardcore.examples",
     "rewardcore.parallel",
 )
 
@@ -228,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="rewardcore",
         description="Order ingestion and \"first N orders earn points\" claims at peak load.")
+    parser.add_argument("--version", action="version", version=f"rewardcore {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=Parser)
 

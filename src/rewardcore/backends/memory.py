@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 
 from .._engine import MemoryCore
+from .._url import redact_url
 from ..campaign import Campaign
 from ..engine import CLAIM_STATES, Balance, Claim, Decisions, Engine, RegionStatus, Summary
 from ..errors import ConfigError
@@ -25,9 +26,9 @@ def _int_param(url: str, query: dict[str, list[str]], name: str, default: int) -
     try:
         value = int(query[name][-1])
     except ValueError:
-        raise ConfigError(f"backend URL {url!r}: {name} must be an integer") from None
+        raise ConfigError(f"backend URL {redact_url(url)!r}: {name} must be an integer") from None
     if value < 0:
-        raise ConfigError(f"backend URL {url!r}: {name} must be >= 0")
+        raise ConfigError(f"backend URL {redact_url(url)!r}: {name} must be >= 0")
     return value
 
 
@@ -48,8 +49,8 @@ class MemoryEngine(Engine):
             return DurableEngine.from_url(campaign, url)
         if parts.netloc or parts.path not in ("", "/"):
             raise ConfigError(
-                f"backend URL {url!r}: memory:// takes no host or path (durable mode is "
-                "memory:///path/to/dir: three slashes, an absolute path)"
+                f"backend URL {redact_url(url)!r}: memory:// takes no host or path (durable "
+                "mode is memory:///path/to/dir: three slashes, an absolute path)"
             )
         query = parse_qs(parts.query)
         return cls(campaign, _int_param(url, query, "orders", 0))
