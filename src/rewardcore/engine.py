@@ -24,7 +24,11 @@ CLAIM_STATES: tuple[ClaimState, ...] = ("pending", "confirmed", "revoked")
 
 
 class Claim(msgspec.Struct, frozen=True):
-    """A slot won by an order. `ts` is the order's time, kept so winners can be checked."""
+    """A slot won by an order. `ts` is the order's time, kept so winners can be checked;
+    `rank` the order's place among the region's orders that reached slot choice (1-based);
+    `settled_ts` when it was confirmed (the `completed` event's ts, or the placed event's when
+    it was confirmed at once: settle_on = placed, or completed before it was placed) and
+    `revoked_ts` when it was revoked (the `closed` event's ts); 0 where that did not happen."""
 
     order_id: str
     region: int
@@ -33,6 +37,9 @@ class Claim(msgspec.Struct, frozen=True):
     beneficiary: str
     state: ClaimState
     ts: int
+    rank: int = 0
+    settled_ts: int = 0
+    revoked_ts: int = 0
 
 
 class Balance(msgspec.Struct, frozen=True):
@@ -57,23 +64,43 @@ class RegionStatus(msgspec.Struct, frozen=True):
     tiers: tuple[tuple[int, int], ...]  # (upto, points)
 
 
+class Summary(msgspec.Struct, frozen=True):
+    """The campaign's figures an operator watches, as the engine holds them now (the daemon
+    exports them as gauges at scrape time). A field is None when this engine cannot tell it
+    without reading every claim."""
+
+    slots_left: tuple[int, ...]  # slots each reward region can still award, campaign order
+    stock: dict[str, int]  # prize id -> units left
+    budget_used: int | None = None  # points of non-revoked claims: what the budget measures
+    claims: dict[ClaimState, int] | None = None  # claims in each state
+    points: dict[str, int] | None = None  # "pending", "confirmed", "redeemed": summed
+    beneficiaries: int | None = None  # beneficiaries holding pending or confirmed points
+
+
 class Decisions:
     """Compact decisions for a batch: one row per event, in the batch's order.
 
     `outcome` holds `Outcome` codes; `slot` and `points` describe the claim that was
     awarded, revoked or confirmed (0 otherwise; for a redemption, `points` is what it cost).
+    `rank` is, for a `placed` event that reached slot choice (awarded, sold_out,
+    budget_exhausted), its 1-based place among the region's orders that did; 0 for every
+    other event, a duplicate `placed` included (it did not reach slot choice; the claim of the
+    first delivery keeps its rank).
     """
 
-    __slots__ = ("outcome", "slot", "points")
+    __slots__ = ("outcome", "slot", "points", "rank")
 
-    def __init__(self, outcome: np.ndarray, slot: np.ndarray, points: np.ndarray) -> None:
+    def __init__(self, outcome: np.ndarray, slot: np.ndarray, points: np.ndarray,
+                 rank: np.ndarray | None = None) -> None:
         self.outcome = outcome
         self.slot = slot
         self.points = points
+        self.rank = np.zeros(len(outcome), np.int64) if rank is None else rank
 
     @classmethod
     def empty(cls, n: int) -> Decisions:
-        return cls(np.zeros(n, np.uint8), np.zeros(n, np.int32), np.zeros(n, np.int32))
+        return cls(np.zeros(n, np.uint8), np.zeros(n, np.int32), np.zeros(n, np.int32),
+                   np.zeros(n, np.int64))
 
     def __len__(self) -> int:
         return len(self.outcome)
@@ -161,6 +188,31 @@ class Engine(abc.ABC):
         return RegionStatus(code, region.slots, taken, remaining,
                             tuple((t.upto, t.points) for t in region.tiers))
 
+    def summary(self) -> Summary:
+        """Budget used, slots left per region, stock, claims by state, points and
+        beneficiaries. This default reads every claim; engines with counters override it."""
+        claims = self.claims()
+        row = {r.code: k for k, r in enumerate(self.campaign.regions)}
+        taken = [0] * len(row)
+        ever_used: list[set[int]] = [set() for _ in row]
+        states = dict.fromkeys(CLAIM_STATES, 0)
+        used = 0
+        for c in claims:
+            states[c.state] += 1
+            ever_used[row[c.region]].add(c.slot)
+            if c.state != "revoked":
+                taken[row[c.region]] += 1
+                used += c.points
+        # A revoked slot comes back only under on_close = "release" (as in region_status).
+        left = tuple(r.slots - (taken[k] if self.campaign.releases else len(ever_used[k]))
+                     for k, r in enumerate(self.campaign.regions))
+        balances = self.balances().values()
+        points = {"pending": sum(b.pending for b in balances),
+                  "confirmed": sum(b.confirmed for b in balances),
+                  "redeemed": sum(b.redeemed for b in balances)}
+        holders = sum(1 for b in balances if b.pending or b.confirmed)
+        return Summary(left, self.stock(), used, states, points, holders)
+
     def claims_of(self, beneficiary: str) -> list[Claim]:
         return sorted((c for c in self.claims() if c.beneficiary == beneficiary),
                       key=lambda c: (c.ts, c.order_id))
@@ -182,7 +234,7 @@ class Engine(abc.ABC):
             },
             "claims": [
                 {"beneficiary": c.beneficiary, "order_id": c.order_id, "points": c.points,
-                 "region": c.region, "slot": c.slot, "state": c.state}
+                 "rank": c.rank, "region": c.region, "slot": c.slot, "state": c.state}
                 for c in claims
             ],
             "outcomes": {o.label: counts[o] for o in PLACED_OUTCOMES if counts.get(o)},

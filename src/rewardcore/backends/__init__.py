@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 from urllib.parse import urlsplit
 
+from .._url import redact_url
 from ..campaign import Campaign
 from ..engine import Engine
 from ..errors import ConfigError
@@ -43,7 +44,7 @@ def engine_class(url: str) -> type[Engine]:
     target = _BACKENDS.get(scheme)
     if target is None:
         raise ConfigError(
-            f"backend URL {url!r}: unknown scheme {scheme!r}; "
+            f"backend URL {redact_url(url)!r}: unknown scheme {scheme!r}; "
             f"expected one of {', '.join(s + '://' for s in backend_schemes())}"
         )
     module, _, name = target.partition(":")

@@ -42,9 +42,10 @@ import msgspec
 import numpy as np
 
 from .. import _shm
+from .._url import redact_url
 from ..campaign import Campaign
 from ..codec import decode_jsonl
-from ..engine import Balance, Claim, Decisions, Engine, RegionStatus
+from ..engine import Balance, Claim, Decisions, Engine, RegionStatus, Summary
 from ..errors import BackendError, ConfigError
 from ..events import Closed, Completed, Event, Placed, Redeem
 from ..outcomes import Outcome
@@ -220,16 +221,16 @@ def int_param(url: str, query: dict[str, list[str]], name: str, default: int,
     try:
         value = int(query[name][-1])
     except ValueError:
-        raise ConfigError(f"backend URL {url!r}: {name} must be an integer") from None
+        raise ConfigError(f"backend URL {redact_url(url)!r}: {name} must be an integer") from None
     if value < minimum:
-        raise ConfigError(f"backend URL {url!r}: {name} must be >= {minimum}")
+        raise ConfigError(f"backend URL {redact_url(url)!r}: {name} must be >= {minimum}")
     return value
 
 
 def durable_options(url: str, query: dict[str, list[str]]) -> DurableOptions:
     policy = query.get("fsync", ["batch"])[-1]
     if policy not in FSYNC_POLICIES:
-        raise ConfigError(f"backend URL {url!r}: fsync must be one of "
+        raise ConfigError(f"backend URL {redact_url(url)!r}: fsync must be one of "
                           f"{', '.join(FSYNC_POLICIES)}, not {policy!r}")
     return DurableOptions(
         fsync=policy,
@@ -807,7 +808,7 @@ class DurableLog:
 def parse_memory_dir(url: str) -> tuple[Path, dict[str, list[str]]]:
     parts = urlsplit(url)
     if parts.netloc:
-        raise ConfigError(f"backend URL {url!r}: durable mode needs an absolute path, "
+        raise ConfigError(f"backend URL {redact_url(url)!r}: durable mode needs an absolute path, "
                           "memory:///path/to/dir (three slashes)")
     return Path(parts.path), parse_qs(parts.query)
 
@@ -968,6 +969,10 @@ class DurableEngine(Engine):
     def region_status(self, code: int) -> RegionStatus | None:
         self._usable()
         return self.inner.region_status(code)
+
+    def summary(self) -> Summary:
+        self._usable()
+        return self.inner.summary()
 
 
 def iter_records(path: Path) -> Iterator[tuple[int, int, Position | None, list[Event]]]:

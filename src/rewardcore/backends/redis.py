@@ -25,8 +25,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
 
+from .._url import redact_url
 from ..campaign import Campaign
-from ..engine import Balance, Claim, Decisions, Engine, RegionStatus
+from ..engine import Balance, Claim, Decisions, Engine, RegionStatus, Summary
 from ..errors import BackendError, ConfigError
 from ..events import Closed, Completed, Event, Placed, validate_batch
 from ..outcomes import Outcome
@@ -120,15 +121,15 @@ class RedisEngine(Engine):
                 try:
                     opts[key] = int(value)
                 except ValueError:
-                    raise ConfigError(f"backend URL {_safe(url)}: {key}={value!r} is not a "
-                                      "whole number") from None
+                    raise ConfigError(f"backend URL {redact_url(url)}: {key}={value!r} is "
+                                      "not a whole number") from None
             else:
                 rest.append((key, value))
         if not parts.hostname:
-            raise ConfigError(f"backend URL {_safe(url)}: needs a host, e.g. "
+            raise ConfigError(f"backend URL {redact_url(url)}: needs a host, e.g. "
                               f"{parts.scheme}://127.0.0.1:6379")
         if cluster and parts.path not in ("", "/", "/0"):
-            raise ConfigError(f"backend URL {_safe(url)}: a cluster has only database 0")
+            raise ConfigError(f"backend URL {redact_url(url)}: a cluster has only database 0")
         plain = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(rest), ""))
         return cls(campaign, plain, cluster=cluster, **opts)
 
@@ -378,6 +379,24 @@ class RedisEngine(Engine):
         return RegionStatus(code, region.slots, taken, remaining,
                             tuple((t.upto, t.points) for t in region.tiers))
 
+    def summary(self) -> Summary:
+        # Counters only, one pipelined read: claims and balances would mean reading every
+        # claim and beneficiary, too much for every scrape.
+        codes = [r.code for r in self.campaign.regions]
+        node = self.nodes.node_of(self._k_regions)
+        got = self.nodes.commands({node: [("HMGET", self._k_regions, *map(str, codes)),
+                                          ("HGET", self._k_scalars, "spent")]},
+                                  "read region counters")[node]
+        left = []
+        for region, rec in zip(self.campaign.regions, got[0], strict=True):
+            used, rel = 0, 0
+            if rec:
+                u, _rank, _taken, released = rec.split("|", 3)
+                used, rel = int(u), len(released.split(",")) if released else 0
+            left.append(region.slots - used + rel)
+        spent = int(got[1] or 0) if self.budget else None  # kept only when a budget binds
+        return Summary(tuple(left), self.stock(), spent)
+
     # -- lifecycle --------------------------------------------------------------------------
     def reset(self) -> None:
         """Delete every key of this campaign under the prefix, on every node (SCAN + UNLINK)."""
@@ -450,12 +469,6 @@ def _as_dict(reply: Any) -> dict[str, str]:
 def _glob_escape(text: str) -> str:
     return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
-
-def _safe(url: str) -> str:
-    if "@" in url:
-        scheme, _, rest = url.partition("://")
-        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
-    return url
 
 
 __all__ = ["RedisEngine", "RedisClusterEngine", "BackendError"]

@@ -53,8 +53,9 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 import numpy as np
 
 from .. import _shm
+from .._url import redact_url
 from ..campaign import Campaign
-from ..engine import Balance, Claim, Decisions, Engine, RegionStatus
+from ..engine import Balance, Claim, Decisions, Engine, RegionStatus, Summary
 from ..errors import BackendError, ConfigError
 from ..events import Event
 from ..outcomes import Outcome
@@ -103,21 +104,21 @@ _CAPS = ("orders", "claims", "beneficiaries", "redemptions", "arena")
 def parse_url(url: str) -> ShmConfig:
     parts = urlsplit(url)
     if parts.path not in ("", "/"):
-        raise ConfigError(f"backend URL {url!r}: shm://NAME takes no path (a durable "
+        raise ConfigError(f"backend URL {redact_url(url)!r}: shm://NAME takes no path (a durable "
                           "directory is given as ?dir=/path)")
     name = parts.netloc
     anonymous = not name
     if anonymous:
         name = f"anon-{os.getpid()}-{secrets.token_hex(4)}"
     elif not _NAME.match(name):
-        raise ConfigError(f"backend URL {url!r}: segment name {name!r} must be 1-100 of "
-                          "A-Z a-z 0-9 _ . -")
+        raise ConfigError(f"backend URL {redact_url(url)!r}: segment name {name!r} must be "
+                          "1-100 of A-Z a-z 0-9 _ . -")
     q = parse_qs(parts.query)
     known = set(_CAPS) | {"transient", "reserve", "dir", "fsync", "ms", "snapshot_mb"}
     for key in q:
         if key not in known:
-            raise ConfigError(f"backend URL {url!r}: unknown parameter {key!r}; expected "
-                              f"{', '.join(sorted(known))}")
+            raise ConfigError(f"backend URL {redact_url(url)!r}: unknown parameter {key!r}; "
+                              f"expected {', '.join(sorted(known))}")
     orders = int_param(url, q, "orders", 1_000_000, 1)
     claims = int_param(url, q, "claims", orders, 1)
     bene = int_param(url, q, "beneficiaries", max(65536, orders // 8), 1)
@@ -127,7 +128,7 @@ def parse_url(url: str) -> ShmConfig:
             "arena": arena}
     directory = q.get("dir", [None])[-1]
     if directory is not None and not directory.startswith("/"):
-        raise ConfigError(f"backend URL {url!r}: dir must be an absolute path")
+        raise ConfigError(f"backend URL {redact_url(url)!r}: dir must be an absolute path")
     return ShmConfig(
         url=urlunsplit(("shm", name, "", parts.query, "")),
         name=name,
@@ -544,6 +545,21 @@ class ShmEngine(Engine):
         slots, taken, remaining = counts
         tiers = tuple((t.upto, t.points) for t in self.campaign.region_by_code[code].tiers)
         return RegionStatus(code, slots, taken, remaining, tiers)
+
+    def summary(self) -> Summary:
+        # Counters and arrays only, under one short hold of the lock; claims by state would
+        # mean reading every claim (with its order id) while every worker waits.
+        with self._locked():
+            core = self.core
+            used = int(core.counters()["awarded_points"])
+            _, pending, confirmed, redeemed = core.balance_rows()
+            stock = core.stock_array()
+            left = tuple(core.region_counts(r.code)[2] for r in self.campaign.regions)
+        return Summary(
+            left, {p.id: int(stock[k]) for k, p in enumerate(self.campaign.prizes)}, used,
+            points={"pending": int(pending.sum()), "confirmed": int(confirmed.sum()),
+                    "redeemed": int(redeemed.sum())},
+            beneficiaries=int(np.count_nonzero((pending != 0) | (confirmed != 0))))
 
     def stats(self) -> dict[str, Any]:
         """Sizes, capacities and lock statistics of the segment."""
