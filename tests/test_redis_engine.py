@@ -155,10 +155,10 @@ def test_a_batch_is_one_call_per_bucket_then_one_core_call(request, server, peak
     engine = open_engine(campaign, request.getfixturevalue(server) + "?buckets=8")
     calls = _count_calls(engine)
     part = events[:4000]
-    engine.apply(part)
+    engine.apply(part[:2048])  # up to call_events (2,048 by default): one two-step call
     assert calls == {"mark orders": 8, "decide batch": 1}
     calls.clear()
-    engine.apply(part[:10])  # a small batch touches fewer buckets
+    engine.apply(part[2048:2058])  # a small batch touches fewer buckets
     assert calls.get("decide batch", 0) <= 1 and calls["mark orders"] <= 8
     calls.clear()
     big = open_engine(campaign, request.getfixturevalue(server) + "?buckets=8&call_events=1500")

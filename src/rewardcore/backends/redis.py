@@ -9,7 +9,7 @@ Layout and protocol are in docs/redis.md. In short, a batch is two steps:
      order (caps, rank, slot, budget, award; revoke; confirm; redeem), idempotent by call id.
 
 URL options (query string): prefix=rc (key prefix), buckets=64 (order buckets),
-call_events=4096 (events per two-step call; larger batches are split), wait=0 (replicas
+call_events=2048 (events per two-step call; larger batches are split), wait=0 (replicas
 that must confirm each step's writes), wait_timeout=1000 (ms), plus redis-py's own
 (socket_timeout=..., ssl_cert_reqs=..., password in the URL, rediss:// for TLS).
 """
@@ -60,7 +60,7 @@ class RedisEngine(Engine):
     preferred_batch = 4096
 
     def __init__(self, campaign: Campaign, url: str, *, cluster: bool = False,
-                 prefix: str = "rc", buckets: int = 64, call_events: int = 4096,
+                 prefix: str = "rc", buckets: int = 64, call_events: int = 2048,
                  wait: int = 0, wait_timeout: int = 1000) -> None:
         super().__init__(campaign)
         if not _PREFIX_RE.match(prefix):
