@@ -18,9 +18,21 @@ from typing import BinaryIO, Protocol
 import numpy as np
 import orjson
 
+from . import __version__
 from .backends import open_engine
 from .campaign import load_campaign
 from .codec import DEFAULT_BATCH, DeadLetter, read_jsonl
+from .console import (
+    CountingReader,
+    Parser,
+    add_quiet,
+    empty_backend,
+    holds_nothing,
+    no_valid_event,
+    progress,
+    quiet_broken_pipe,
+    warn,
+)
 from .engine import Engine, dump_state
 from .errors import RewardcoreError
 from .outcomes import PLACED_OUTCOMES, Outcome
@@ -32,8 +44,8 @@ DEFAULT_BACKEND = "memory://"
 _COMMAND_MODULES: tuple[str, ...] = (
     "rewardcore.review.commands",
     "rewardcore.daemon.cli",
-    "rewardcore.benchmark",
-    "rewardcore.loadtest",
+    "rewardcore.capacity.commands",  # bench, loadtest: their code loads when they run
+    "rewardcore.examples",
     "rewardcore.parallel",
 )
 
@@ -133,10 +145,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
     dead_path = Path(args.dead_letters)
     stream = _open_events(args.events)
     dead_out = None
+    size = os.path.getsize(args.events) if args.events != "-" else None
     try:
-        with open_engine(campaign, _presized(args.backend, args.events)) as engine:
+        with open_engine(campaign, _presized(args.backend, args.events)) as engine, \
+                progress(size, desc="replay", unit="B", quiet=args.quiet) as bar:
             dead_out = _LazyFile(dead_path)
-            report = replay(engine, stream, args.batch or engine.preferred_batch, dead_out)
+            report = replay(engine, CountingReader(stream, bar),  # type: ignore[arg-type]
+                            args.batch or engine.preferred_batch, dead_out)
             if args.state_out:
                 _write_state(engine, args.state_out)
     finally:
@@ -147,7 +162,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     print(report.summary(), file=sys.stderr)
     if report.dead:
         print(f"dead letters written to {dead_path}", file=sys.stderr)
-    return 0
+    return no_valid_event(args.events, report.dead) if not report.events else 0
 
 
 class _LazyFile:
@@ -175,10 +190,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
                          redeliver_rate=args.redeliver_rate)
     out = sys.stdout.buffer if args.out == "-" else open(args.out, "wb")  # noqa: SIM115
     try:
-        for chunk in generate(campaign, shape):
-            out.write(chunk)
+        with progress(shape.orders, desc="generate", unit="order", quiet=args.quiet) as bar:
+            placed = 0
+            for chunk in generate(campaign, shape):
+                out.write(chunk)
+                n = chunk.count(b'"placed"')
+                bar.update(min(n, shape.orders - placed))
+                placed += n
     except BrokenPipeError:
-        return 0
+        return quiet_broken_pipe()
     finally:
         if out is not sys.stdout.buffer:
             out.close()
@@ -186,7 +206,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    with open_engine(load_campaign(args.campaign), args.backend) as engine:
+    campaign = load_campaign(args.campaign)
+    with open_engine(campaign, args.backend) as engine:
+        if holds_nothing(engine):
+            warn(empty_backend(args.backend, campaign.id) + "; nothing exported")
+            return 1
         _write_state(engine, args.state_out)
     return 0
 
@@ -202,10 +226,12 @@ def cmd_reset(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="rewardcore",
         description="Order ingestion and \"first N orders earn points\" claims at peak load.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"rewardcore {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=Parser)
 
     p = sub.add_parser("replay", help="apply a JSON-lines event stream and export the state")
     p.add_argument("campaign", help="campaign TOML file")
@@ -221,29 +247,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None,
                    help="worker processes sharing the backend, e.g. shm://NAME (events of "
                         "one order go to one worker)")
+    add_quiet(p)
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("generate", help="write a synthetic peak-day event stream (JSON lines)")
-    p.add_argument("campaign")
-    p.add_argument("--orders", type=int, default=100_000)
+    p.add_argument("campaign", help="campaign TOML file: its window, regions and prizes")
+    p.add_argument("--orders", type=int, default=100_000, help="orders placed in the day")
     p.add_argument("--participants", type=int, default=0,
-                   help="distinct agents (default: one per 20 orders)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--close-rate", type=float, default=0.05)
-    p.add_argument("--complete-rate", type=float, default=0.8)
-    p.add_argument("--redeliver-rate", type=float, default=0.01)
-    p.add_argument("--out", "-o", default="-", help="output file (default stdout)")
+                   help="distinct beneficiaries (agents, or merchants when the campaign pays "
+                        "merchants; each merchant has 5 agents); 0: one per 20 orders, at "
+                        "least 100")
+    p.add_argument("--seed", type=int, default=0,
+                   help="random seed: the same seed makes the same stream")
+    p.add_argument("--close-rate", type=float, default=0.05,
+                   help="share of orders closed later (revoking their claim)")
+    p.add_argument("--complete-rate", type=float, default=0.8,
+                   help="share of orders completed later (confirming their claim)")
+    p.add_argument("--redeliver-rate", type=float, default=0.01,
+                   help="share of events delivered twice, as an at-least-once queue would")
+    p.add_argument("--out", "-o", default="-", help="output file; - for stdout")
+    add_quiet(p)
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("export", help="write the exported state of a backend's campaign")
-    p.add_argument("campaign")
-    p.add_argument("--backend", required=True)
-    p.add_argument("--state-out", required=True)
+    p = sub.add_parser("export", help="write the exported state of a backend's campaign",
+                       description="Write the exported state (docs/design.md) of a backend's "
+                                   "campaign. Exits 1, writing nothing, when the backend "
+                                   "holds no event of the campaign.")
+    p.add_argument("campaign", help="campaign TOML file")
+    p.add_argument("--backend", required=True,
+                   help="engine URL holding the campaign's state, e.g. redis://host:6379/0")
+    p.add_argument("--state-out", required=True, help="where to write the state; - for stdout")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("reset", help="delete a campaign's state from a backend")
-    p.add_argument("campaign")
-    p.add_argument("--backend", required=True)
+    p.add_argument("campaign", help="campaign TOML file")
+    p.add_argument("--backend", required=True,
+                   help="engine URL whose state of the campaign is deleted")
     p.add_argument("--yes", action="store_true", help="confirm")
     p.set_defaults(func=cmd_reset)
 
@@ -256,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # `rewardcore winners ... | head`: the reader has what it wanted
+        return quiet_broken_pipe()
     except RewardcoreError as exc:
         print(f"rewardcore: error: {exc}", file=sys.stderr)
         return 2

@@ -44,6 +44,7 @@ from ..winners import winner_rows
 from .deadletters import DeadLetterSink
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
+from .pages import Pages
 from .worker import EngineWorker, WorkerClosed
 
 log = logging.getLogger("rewardcore.daemon")
@@ -419,6 +420,7 @@ def build_app(ctx: DaemonContext) -> ASGIApp:
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        *Pages(ctx).routes(),  # /p/{beneficiary}, /winners, /live (docs/daemon.md)
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error,
                                                        Exception: server_error})
@@ -488,9 +490,10 @@ def _balance(b: Any) -> dict[str, int]:
 
 
 _ROUTE_PREFIXES = (("/v1/beneficiaries/", "/v1/beneficiaries/{id}"),
-                   ("/v1/regions/", "/v1/regions/{code}"))
+                   ("/v1/regions/", "/v1/regions/{code}"), ("/p/", "/p/{beneficiary}"))
 _ROUTES = {"/v1/events", "/v1/redemptions", "/v1/winners", "/v1/state", "/v1/state/claims",
-           "/v1/dead-letters", "/healthz", "/metrics", "/openapi.json"}
+           "/v1/dead-letters", "/healthz", "/metrics", "/openapi.json", "/winners", "/live",
+           "/live/summary.json"}
 
 
 def _route_label(path: str) -> str:
