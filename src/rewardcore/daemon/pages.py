@@ -174,7 +174,10 @@ def when(campaign: Campaign, ms: int) -> str:
     """An epoch-ms time on the campaign's clock: "11-11 00:00:41"."""
     if not ms:
         return "-"
-    return datetime.fromtimestamp(ms / 1000, _tz(campaign)).strftime("%m-%d %H:%M:%S")
+    try:
+        return datetime.fromtimestamp(ms / 1000, _tz(campaign)).strftime("%m-%d %H:%M:%S")
+    except (OverflowError, OSError, ValueError):  # an event's ts may be any int64
+        return f"{ms} ms"
 
 
 def why_nothing(campaign: Campaign, region: int, outcome: int, rank: int) -> str:
