@@ -184,6 +184,19 @@ def _get(summary: str, responses: dict[str, Any], *, params: list[Any] | None = 
     return {"get": op}
 
 
+_HTML = {"text/html": {"schema": _STR}}
+_TOKEN_PARAM = {"name": "token", "in": "query", "required": False, "schema": _STR,
+                "description": "a token, moved into a cookie by a 303 redirect"}
+
+
+def _page_answers() -> dict[str, Any]:
+    return {"200": {"description": "the page", "content": _HTML},
+            "303": {"description": "?token= moved into a cookie", "content": _HTML},
+            "403": {"description": "no valid link key or token", "content": _HTML},
+            "503": {"description": "the daemon is stopping", "content": _HTML},
+            **_errors("400", "404", "408", "431", "500")}
+
+
 @functools.cache
 def document() -> dict[str, Any]:
     """The OpenAPI 3.1 document (built once)."""
@@ -253,6 +266,25 @@ def document() -> dict[str, Any]:
         "/metrics": _get("Prometheus metrics", {
             "200": {"description": "the exposition", "content": {"text/plain": {
                 "schema": _STR}}}, **_errors("400", *_CONNECTION)}, security=[]),
+        # The pages for people (rewardcore.daemon.pages): HTML, with access checked by the
+        # page itself (a participant's link key, or a token in a header, cookie or ?token=).
+        "/p/{beneficiary}": _get("A participant's page", _page_answers(), params=[
+            {"name": "beneficiary", "in": "path", "required": True, "schema": _STR},
+            {"name": "key", "in": "query", "required": False, "schema": _STR,
+             "description": "the participant's link key (rewardcore participant-link)"},
+            _TOKEN_PARAM], security=[]),
+        "/winners": _get("The winners page", _page_answers(), params=[
+            {"name": "region", "in": "query", "required": False, "schema": _STR},
+            {"name": "q", "in": "query", "required": False, "schema": _STR,
+             "description": "an id (masked the way the page masks) or a masked id"},
+            {"name": "page", "in": "query", "required": False, "schema": _STR},
+            _TOKEN_PARAM], security=[]),
+        "/live": _get("The live operator page", _page_answers(), params=[_TOKEN_PARAM],
+                      security=[]),
+        "/live/summary.json": _get("The live page's figures", {
+            "200": {"description": "the figures", "content": {"application/json": {
+                "schema": {"type": "object"}}}},
+            **_errors("400", "401", *_CONNECTION)}, security=[]),
         "/openapi.json": _get("This document", {
             "200": {"description": "OpenAPI 3.1", "content": {"application/json": {
                 "schema": {"type": "object"}}}}, **_errors("400", *_CONNECTION)},
