@@ -297,7 +297,7 @@ class Pages:
 
     # -- access -----------------------------------------------------------------------------
     def _tokens(self) -> list[bytes]:
-        read = getattr(self.ctx, "read_token", "") or ""
+        read = self.ctx.read_token
         return [t.encode() for t in (self.ctx.token, read) if t]
 
     def _token_ok(self, token: str) -> bool:
@@ -417,7 +417,7 @@ class Pages:
         redirect = self._with_token(request)
         if redirect is not None:
             return redirect
-        if not (getattr(self.ctx, "public_winners", False) or self._authorized(request)):
+        if not (self.ctx.public_winners or self._authorized(request)):
             return self._refuse("The winners of this campaign are not public yet.")
         q = request.query_params
         region_raw = q.get("region", "").strip()
