@@ -97,8 +97,35 @@ class Engine(abc.ABC):
     #: engines that pay per batch (an fsync, a lock, a round trip) want larger ones.
     preferred_batch: ClassVar[int] = DEFAULT_BATCH
 
+    # -- capabilities, declared by each engine class (read, never probed) ----------------
+    #: Calls can wait (network, fsync, a cross-process lock): a server runs them on a thread.
+    may_block: ClassVar[bool] = True
+    #: Other processes opening the same URL work on the same state (replay --workers, a
+    #: consumer group of daemons).
+    shares_state: ClassVar[bool] = False
+    #: The state outlives the process (a server, a segment, a directory): `reset` deletes it.
+    keeps_state: ClassVar[bool] = False
+    #: Records how far a replay got with each batch (see `Resumable`).
+    resumable: ClassVar[bool] = False
+
+    _opened_url: str = ""
+
     def __init__(self, campaign: Campaign) -> None:
         self.campaign = campaign
+
+    @property
+    def url(self) -> str:
+        """The backend URL that opens this engine's state again (in another process too)."""
+        return self._opened_url or f"{self.scheme}://"
+
+    @property
+    def open_note(self) -> str | None:
+        """What opening found worth telling the user (a recovery), or None."""
+        return None
+
+    def stats(self) -> dict[str, Any]:
+        """Engine-specific counters for benchmarks (lock waits and the like); {} if none."""
+        return {}
 
     @classmethod
     def from_url(cls, campaign: Campaign, url: str) -> Engine:
@@ -202,6 +229,27 @@ class Engine(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+Position = tuple[int, list[int], int, int, int]
+"""Where a replay got: (partitions, the partitions this batch covers, input offset after
+it, lines before that offset, CRC-32C of the input before that offset)."""
+
+
+class Resumable(abc.ABC):
+    """An engine that records, atomically with each batch, how far a replay got, so a
+    replay of the same input resumes after a crash (rewardcore.replay.resume)."""
+
+    resumable: ClassVar[bool] = True
+
+    @abc.abstractmethod
+    def apply_at(self, events: Sequence[Event], pos: Position | None,
+                 jsonl: bytes | memoryview | None = None) -> Decisions:
+        """`apply`, recording `pos` with the batch; `jsonl` is the batch's JSON lines."""
+
+    @abc.abstractmethod
+    def replay_positions(self) -> tuple[int, list[tuple[int, int, int]]]:
+        """(partitions, [(offset, line, crc)] per partition) of the last replay recorded."""
 
 
 def dump_state(state: dict[str, Any]) -> bytes:

@@ -44,7 +44,7 @@ import numpy as np
 from .. import _shm
 from ..campaign import Campaign
 from ..codec import decode_jsonl
-from ..engine import Balance, Claim, Decisions, Engine, RegionStatus
+from ..engine import Balance, Claim, Decisions, Engine, Position, RegionStatus, Resumable
 from ..errors import BackendError, ConfigError
 from ..events import Closed, Completed, Event, Placed, Redeem
 from ..outcomes import Outcome
@@ -64,10 +64,6 @@ _SNAP_MAGIC = b"RCSNAP01"
 _U32 = struct.Struct("<I")
 _WAL_RE = re.compile(r"^wal-(\d{8})\.log$")
 _SNAP_RE = re.compile(r"^snapshot-(\d{8})\.rcs$")
-
-#: Where a CLI replay is in its input: (parts, partitions, byte offset, line, CRC-32C of the
-#: input before the offset). See rewardcore.parallel.
-Position = tuple[int, list[int], int, int, int]
 
 
 class _Record(msgspec.Struct, array_like=True):
@@ -812,10 +808,11 @@ def parse_memory_dir(url: str) -> tuple[Path, dict[str, list[str]]]:
     return Path(parts.path), parse_qs(parts.query)
 
 
-class DurableEngine(Engine):
+class DurableEngine(Resumable, Engine):
     """`memory:///path`: the memory engine with a write-ahead log and snapshots."""
 
     scheme = "memory"
+    keeps_state = True
     #: a batch pays a log record and, with fsync=batch, an fsync: larger batches amortise it
     preferred_batch = 4096
 
@@ -851,6 +848,12 @@ class DurableEngine(Engine):
         from .memory import _int_param
 
         return cls(campaign, path, opts, _int_param(url, query, "orders", 0))
+
+    @property
+    def open_note(self) -> str | None:
+        rec = self.recovery
+        return rec.summary() if rec is not None and (rec.records or rec.cut or rec.snapshot) \
+            else None
 
     # -- recovery hooks ---------------------------------------------------------------------
     def _restore(self, arrays: dict[str, np.ndarray], scalars: dict[str, Any]) -> None:

@@ -31,6 +31,7 @@ def _int_param(url: str, query: dict[str, list[str]], name: str, default: int) -
 
 class MemoryEngine(Engine):
     scheme = "memory"
+    may_block = False
 
     def __init__(self, campaign: Campaign, expected_orders: int = 0) -> None:
         super().__init__(campaign)

@@ -54,7 +54,7 @@ import numpy as np
 
 from .. import _shm
 from ..campaign import Campaign
-from ..engine import Balance, Claim, Decisions, Engine, RegionStatus
+from ..engine import Balance, Claim, Decisions, Engine, Position, RegionStatus, Resumable
 from ..errors import BackendError, ConfigError
 from ..events import Event
 from ..outcomes import Outcome
@@ -62,7 +62,6 @@ from .durable import (
     DurableLog,
     DurableOptions,
     Foreign,
-    Position,
     RecoveryReport,
     campaign_fingerprint,
     durable_options,
@@ -195,10 +194,12 @@ def _close_at_exit() -> None:
             engine.close()
 
 
-class ShmEngine(Engine):
+class ShmEngine(Resumable, Engine):
     """The shared-memory engine; see the module docstring."""
 
     scheme = "shm"
+    shares_state = True
+    keeps_state = True
     #: a batch pays the segment's lock: larger batches amortise it
     preferred_batch = 4096
 
@@ -238,6 +239,12 @@ class ShmEngine(Engine):
         """A URL other processes can open to attach to this segment (the opening URL, with
         the generated name of a `shm://` segment filled in)."""
         return self.config.url
+
+    @property
+    def open_note(self) -> str | None:
+        rec = self.recovery
+        return rec.summary() if rec is not None and (rec.records or rec.cut or rec.snapshot) \
+            else None
 
     @property
     def segment_path(self) -> Path:

@@ -33,7 +33,7 @@ from .config import DaemonConfig
 from .deadletters import DeadLetterSink
 from .logs import log, setup_logging
 from .metrics import Metrics
-from .worker import IN_PROCESS_SCHEMES, EngineWorker
+from .worker import EngineWorker
 
 if TYPE_CHECKING:
     from .streams import StreamConsumer
@@ -146,7 +146,7 @@ async def _serve(cfg: DaemonConfig) -> int:
             from .streams import StreamConsumer  # loads redis.asyncio only when needed
 
             consumer = StreamConsumer(cfg.source, worker, metrics, dead,
-                                      shared_engine=type(engine).scheme not in IN_PROCESS_SCHEMES)
+                                      shared_engine=engine.shares_state)
             try:
                 await consumer.start()
             except Exception as exc:

@@ -28,18 +28,11 @@ from .metrics import Metrics
 
 T = TypeVar("T")
 
-#: Schemes whose state lives inside one process: a consumer group of daemons cannot share it.
-IN_PROCESS_SCHEMES = frozenset({"memory", "reference"})
-
-
 def waits_on_io(engine: Engine) -> bool:
     """Whether an engine's calls can wait (network, fsync, a cross-process lock): those run
-    on the worker's thread. Only the plain in-memory engines never do; a durable memory://
-    engine fsyncs its log, and on a thread that fsync covers every batch merged meanwhile."""
-    from ..backends.memory import MemoryEngine
-    from ..backends.reference import ReferenceEngine
-
-    return type(engine) not in (MemoryEngine, ReferenceEngine)
+    on the worker's thread. A durable memory:// engine fsyncs its log, and on a thread that
+    fsync covers every batch merged meanwhile."""
+    return engine.may_block
 
 
 class WorkerClosed(RuntimeError):
