@@ -17,7 +17,7 @@ State layout (all numpy arrays, so it can be snapshotted):
   claims       per claim: row, slot, points, beneficiary, state, ts; order ids in a list
 """
 
-from cpython.object cimport PyObject, PyTypeObject
+from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
@@ -28,22 +28,8 @@ cnp.import_array()
 
 from rc_common cimport *  # ext/rc_common.pxd: hash tables, int reads, outcome codes
 
-cdef extern from "Python.h":
-    ctypedef struct PyMemberDef:
-        const char *name
-        int type
-        Py_ssize_t offset
-    ctypedef struct PyMemberDescrObject:
-        PyMemberDef *d_member
-    bint PyUnicode_CheckExact(PyObject *o)
-    bint PyLong_CheckExact(PyObject *o)
-    Py_ssize_t PyUnicode_GET_LENGTH(PyObject *o)
-    int PyUnicode_KIND(PyObject *o)
-    void *PyUnicode_DATA(PyObject *o)
-    long long PyLong_AsLongLongAndOverflow(PyObject *o, int *overflow)
-    PyTypeObject *Py_TYPE(PyObject *o)
+include "rc_read.pxi"  # pass one: reading and checking event fields
 
-from rewardcore.events import Closed, Completed, Placed, Redeem
 from rewardcore.outcomes import Outcome
 
 OUTCOME_CODES = {
@@ -68,81 +54,6 @@ cdef enum:
     CONFIRMED_STATE = 1
     REVOKED_STATE = 2
 CLAIM_STATE_NAMES = ("pending", "confirmed", "revoked")
-
-# Event kinds of the first pass.
-cdef enum:
-    K_PLACED = 0
-    K_CLOSED = 1
-    K_COMPLETED = 2
-    K_REDEEM = 3
-
-ctypedef struct Rec:
-    int kind
-    uint64_t fp
-    uint32_t fp2
-    int64_t region
-    Py_ssize_t row      # the region's row, -1 when it is not a reward region
-    uint64_t pair_hash  # bucket hash in the pairs table, when the per-region cap is set
-    int64_t paid
-    int64_t ts
-    PyObject *order
-    PyObject *who       # the beneficiary: agent or merchant, per the campaign
-    uint64_t wfp        # its fingerprint, set in pass one only when a cap needs it
-    uint32_t wfp2
-    PyObject *event
-
-
-cdef Py_ssize_t _member_offset(object cls, str name) except -1:
-    """Offset of a Struct field in the instance, read from its member descriptor."""
-    descr = cls.__dict__[name]
-    if type(descr).__name__ != "member_descriptor":
-        raise ImportError(f"{cls.__name__}.{name} is not a member descriptor; msgspec changed")
-    return (<PyMemberDescrObject *> <PyObject *> descr).d_member.offset
-
-
-cdef PyTypeObject *T_PLACED = <PyTypeObject *> Placed
-cdef PyTypeObject *T_CLOSED = <PyTypeObject *> Closed
-cdef PyTypeObject *T_COMPLETED = <PyTypeObject *> Completed
-cdef PyTypeObject *T_REDEEM = <PyTypeObject *> Redeem
-cdef Py_ssize_t OFF_P_ORDER = _member_offset(Placed, "order_id")
-cdef Py_ssize_t OFF_P_MERCHANT = _member_offset(Placed, "merchant_id")
-cdef Py_ssize_t OFF_P_AGENT = _member_offset(Placed, "agent_id")
-cdef Py_ssize_t OFF_P_REGION = _member_offset(Placed, "region")
-cdef Py_ssize_t OFF_P_PAID = _member_offset(Placed, "paid_cents")
-cdef Py_ssize_t OFF_P_TS = _member_offset(Placed, "ts")
-cdef Py_ssize_t OFF_C_ORDER = _member_offset(Closed, "order_id")
-cdef Py_ssize_t OFF_D_ORDER = _member_offset(Completed, "order_id")
-
-
-cdef inline PyObject *_field(PyObject *ev, Py_ssize_t off) noexcept:
-    return (<PyObject **> ((<char *> ev) + off))[0]
-
-
-cdef int _bad_field(PyObject *v, Py_ssize_t i, const char *name, const char *want) except -1:
-    """The cold path of pass one: say which event and field, and what was wrong."""
-    field = name.decode()
-    if want.decode() == "an int" and v != NULL and isinstance(<object> v, int):
-        raise OverflowError(f"event {i}: field {field!r} does not fit in int64")
-    raise TypeError(f"event {i}: field {field!r} must be {want.decode()}")
-
-
-cdef inline int _str_field(PyObject *v, Py_ssize_t i, const char *name) except -1:
-    if v == NULL or not PyUnicode_CheckExact(v):
-        _bad_field(v, i, name, b"a str")
-    return 0
-
-
-cdef inline int64_t _int_field(PyObject *v, Py_ssize_t i, const char *name) except? -1:
-    cdef long long x = 0
-    if v == NULL or not PyLong_CheckExact(v) or rc_long_value(v, &x) == 1:
-        _bad_field(v, i, name, b"an int")
-    return x
-
-
-cdef inline void _hash_str(PyObject *s, uint64_t *fp, uint32_t *fp2) noexcept:
-    cdef int kind = PyUnicode_KIND(s)
-    rc_hash_bytes(PyUnicode_DATA(s), <size_t> (PyUnicode_GET_LENGTH(s) * kind), kind, fp, fp2)
-
 
 cdef inline uint64_t _pow2_at_least(uint64_t n) noexcept:
     cdef uint64_t c = 16
@@ -222,7 +133,8 @@ cdef class MemoryCore:
     cdef dict redemption_log
     # first-pass scratch
     cdef cnp.ndarray a_recs
-    cdef Rec *recs
+    cdef rc_rec *recs
+    cdef object prepared
 
     def __init__(self, campaign, Py_ssize_t expected_orders=0):
         self.campaign = campaign
@@ -381,7 +293,7 @@ cdef class MemoryCore:
         """The pair bucket hash from an interned beneficiary (off the hot path)."""
         cdef uint64_t fp
         cdef uint32_t fp2
-        _hash_str(<PyObject *> self.names[b], &fp, &fp2)
+        rc_hash_str(<PyObject *> self.names[b], &fp, &fp2)
         return rc_pair_hash(fp, row)
 
     def _grow_claims(self):
@@ -464,52 +376,45 @@ cdef class MemoryCore:
 
     # -- the batch ---------------------------------------------------------------------------
     cdef int _read_batch(self, list events, Py_ssize_t n) except -1:
-        """Pass one: fields into C records, order ids hashed. Raises before any change."""
+        """Pass one: fields into C records, checked, order ids hashed. Raises before any
+        change (EventError naming the event and field, worded by rewardcore.events)."""
         cdef Py_ssize_t i
-        cdef PyObject *ev
-        cdef PyTypeObject *t
-        cdef Rec *r
+        cdef rc_rec *r
         cdef bint caps = self.cap or self.region_cap
-        if self.a_recs.shape[0] < n * <Py_ssize_t> sizeof(Rec):
-            self.a_recs = np.zeros(max(n, 1024) * sizeof(Rec), np.uint8)
-            self.recs = <Rec *> self.a_recs.data
+        if self.a_recs.shape[0] < n * <Py_ssize_t> sizeof(rc_rec):
+            self.a_recs = np.zeros(max(n, 1024) * sizeof(rc_rec), np.uint8)
+            self.recs = <rc_rec *> self.a_recs.data
         for i in range(n):
-            ev = <PyObject *> events[i]
-            t = Py_TYPE(ev)
             r = &self.recs[i]
-            r.event = ev
-            if t == T_PLACED:
-                r.kind = K_PLACED
-                r.order = _field(ev, OFF_P_ORDER)
-                _str_field(r.order, i, "order_id")
-                # Only the beneficiary's id is read (the other one is never used, as in the
-                # reference engine), so only it is checked: one cache line less per event.
-                r.who = _field(ev, OFF_P_MERCHANT if self.pays_merchant else OFF_P_AGENT)
-                _str_field(r.who, i, "merchant_id" if self.pays_merchant else "agent_id")
+            if not rc_read(<PyObject *> events[i], r, self.pays_merchant):
+                rc_refuse(events, i)
+            if r.kind == K_PLACED:
                 if caps:
-                    _hash_str(r.who, &r.wfp, &r.wfp2)
-                r.region = _int_field(_field(ev, OFF_P_REGION), i, "region")
-                r.paid = _int_field(_field(ev, OFF_P_PAID), i, "paid_cents")
-                r.ts = _int_field(_field(ev, OFF_P_TS), i, "ts")
+                    rc_hash_str(r.who, &r.wfp, &r.wfp2)
                 r.row = self._region_row(r.region)
                 if self.region_cap and r.row >= 0:
                     r.pair_hash = rc_pair_hash(r.wfp, r.row)
-            elif t == T_CLOSED or t == T_COMPLETED:
-                r.kind = K_CLOSED if t == T_CLOSED else K_COMPLETED
-                r.order = _field(ev, OFF_C_ORDER if t == T_CLOSED else OFF_D_ORDER)
-                _str_field(r.order, i, "order_id")
-            elif t == T_REDEEM:
-                r.kind = K_REDEEM
-                continue
-            else:
-                raise TypeError(f"event {i} of the batch is not an event: {(<object> ev).__class__.__name__}")
-            _hash_str(r.order, &r.fp, &r.fp2)
         return 0
 
     def apply(self, list events):
         """Apply a batch of decoded events in order; returns (outcome, slot, points) arrays."""
+        self.prepare(events)
+        return self.commit()
+
+    def prepare(self, list events):
+        """Pass one alone: read and check the batch (EventError before any change); `commit`
+        then applies it. Lets a caller log a batch only once it is known to be valid."""
+        self.prepared = None
+        self._read_batch(events, len(events))
+        self.prepared = events  # the records borrow the events: keep them alive
+
+    def commit(self):
+        """Pass two over the prepared batch; returns (outcome, slot, points) arrays."""
+        events = self.prepared
+        if events is None:
+            raise RuntimeError("MemoryCore.commit without a prepared batch")
+        self.prepared = None
         cdef Py_ssize_t n = len(events)
-        self._read_batch(events, n)
         outcome_arr = np.empty(n, np.uint8)
         slot_arr = np.zeros(n, np.int32)
         points_arr = np.zeros(n, np.int32)
@@ -517,8 +422,8 @@ cdef class MemoryCore:
         cdef int32_t *out_slot = <int32_t *> (<cnp.ndarray> slot_arr).data
         cdef int32_t *out_points = <int32_t *> (<cnp.ndarray> points_arr).data
         cdef Py_ssize_t i
-        cdef Rec *r
-        cdef Rec *ahead
+        cdef rc_rec *r
+        cdef rc_rec *ahead
         cdef int o
         cdef bint caps = self.cap or self.region_cap
         for i in range(n):
@@ -546,7 +451,7 @@ cdef class MemoryCore:
             out[i] = <uint8_t> o
         return outcome_arr, slot_arr, points_arr
 
-    cdef int _placed(self, Rec *r, int32_t *out_slot, int32_t *out_points) except -1:
+    cdef int _placed(self, rc_rec *r, int32_t *out_slot, int32_t *out_points) except -1:
         if (self.n_orders + 1) * 4 > <Py_ssize_t> (self.omask + 1) * 3:
             self._grow_orders()
         cdef uint64_t oi = rc_fp_probe(self.orders, self.omask, r.fp, r.fp2)
@@ -597,7 +502,7 @@ cdef class MemoryCore:
             self.used[row] += 1
         if b < 0:
             if not (self.cap or self.region_cap):
-                _hash_str(r.who, &r.wfp, &r.wfp2)
+                rc_hash_str(r.who, &r.wfp, &r.wfp2)
             b = self._bene_intern(r.who, r.wfp, r.wfp2)
         if self.n_claims >= self.a_c_row.shape[0]:
             self._grow_claims()
@@ -632,13 +537,13 @@ cdef class MemoryCore:
         out_points[0] = points
         return AWARDED
 
-    cdef inline Py_ssize_t _claim_of(self, Rec *r, uint64_t *oi) noexcept:
+    cdef inline Py_ssize_t _claim_of(self, rc_rec *r, uint64_t *oi) noexcept:
         """Claim index of the record's order, -1 if none; oi gets the table slot."""
         oi[0] = rc_fp_probe(self.orders, self.omask, r.fp, r.fp2)
         cdef int32_t v = self.orders[oi[0]].val
         return v - 1 if v > 0 else -1
 
-    cdef int _closed(self, Rec *r, int32_t *out_slot, int32_t *out_points) except -1:
+    cdef int _closed(self, rc_rec *r, int32_t *out_slot, int32_t *out_points) except -1:
         if (self.n_orders + 1) * 4 > <Py_ssize_t> (self.omask + 1) * 3:
             self._grow_orders()
         cdef uint64_t oi
@@ -670,7 +575,7 @@ cdef class MemoryCore:
         out_points[0] = points
         return REVOKED
 
-    cdef int _completed(self, Rec *r, int32_t *out_slot, int32_t *out_points) except -1:
+    cdef int _completed(self, rc_rec *r, int32_t *out_slot, int32_t *out_points) except -1:
         cdef uint64_t oi
         cdef Py_ssize_t c = self._claim_of(r, &oi)
         if c < 0 or self.c_state[c] != PENDING:
@@ -712,7 +617,7 @@ cdef class MemoryCore:
     def _find_name(self, str who):
         cdef uint64_t fp
         cdef uint32_t fp2
-        _hash_str(<PyObject *> who, &fp, &fp2)
+        rc_hash_str(<PyObject *> who, &fp, &fp2)
         return self._bene_find(fp, fp2)
 
     # -- views -------------------------------------------------------------------------------

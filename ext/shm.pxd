@@ -60,20 +60,5 @@ cdef extern from "shm_route.h":
     int rc_json_order_id(const char *p, const char *end, const char **s, size_t *n) nogil
 
 
-ctypedef struct ShmRec:
-    int kind
-    int32_t static_outcome   # window / region / min-paid outcome decided in pass one, or -1
-    uint64_t fp              # order id (redemption id for a redeem) fingerprint
-    uint32_t fp2
-    uint64_t wfp             # beneficiary fingerprint (placed)
-    uint32_t wfp2
-    Py_ssize_t row           # region row, -1 when not a reward region
-    int64_t paid
-    int64_t ts
-    PyObject *order          # order id (redemption id for a redeem)
-    PyObject *who
-    PyObject *event
-
-
 cdef extern from "shm_crc.h":
     uint32_t rc_crc32c(uint32_t crc, const void *data, size_t n) nogil

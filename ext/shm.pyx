@@ -30,7 +30,7 @@ Layout: a header (rc_shm_header) then the arrays, each at the offset the header 
 """
 
 from cpython.buffer cimport PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
-from cpython.object cimport PyObject, PyTypeObject
+from cpython.object cimport PyObject
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memchr, memcmp, memcpy, memset
 
@@ -38,7 +38,9 @@ cimport numpy as cnp
 import numpy as np
 
 from rc_common cimport *  # ext/rc_common.pxd: hash tables, int reads, outcome codes
-from shm cimport *  # ext/shm.pxd: the C declarations (lock, router, pass-one record)
+from shm cimport *  # ext/shm.pxd: the C declarations (lock, router)
+
+include "rc_read.pxi"  # pass one: reading and checking event fields
 
 cnp.import_array()
 
@@ -69,21 +71,8 @@ cdef void _zero_bytes(char *p, size_t n, bint sparse) noexcept:
         memset(p, 0, n)
 
 cdef extern from "Python.h":
-    ctypedef struct PyMemberDef:
-        const char *name
-        int type
-        Py_ssize_t offset
-    ctypedef struct PyMemberDescrObject:
-        PyMemberDef *d_member
-    bint PyUnicode_CheckExact(PyObject *o)
-    bint PyLong_CheckExact(PyObject *o)
-    Py_ssize_t PyUnicode_GET_LENGTH(PyObject *o)
-    int PyUnicode_KIND(PyObject *o)
-    void *PyUnicode_DATA(PyObject *o)
     object PyUnicode_FromKindAndData(int kind, const void *buffer, Py_ssize_t size)
-    PyTypeObject *Py_TYPE(PyObject *o)
 
-from rewardcore.events import Closed, Completed, Placed, Redeem
 
 OUTCOME_CODES = {
     "AWARDED": AWARDED, "DUPLICATE": DUPLICATE, "CLOSED": CLOSED,
@@ -108,12 +97,6 @@ cdef enum:
     CONFIRMED_STATE = 1
     REVOKED_STATE = 2
 CLAIM_STATE_NAMES = ("pending", "confirmed", "revoked")
-
-cdef enum:
-    K_PLACED = 0
-    K_CLOSED = 1
-    K_COMPLETED = 2
-    K_REDEEM = 3
 
 # Array slots of rc_shm_header.off, in layout order.
 cdef enum:
@@ -229,61 +212,6 @@ def segment_ready(buffer):
         PyBuffer_Release(&v)
 
 
-cdef Py_ssize_t _member_offset(object cls, str name) except -1:
-    """Where a Struct field sits in the instance (msgspec keeps fields as members)."""
-    descr = cls.__dict__[name]
-    if type(descr).__name__ != "member_descriptor":
-        raise ImportError(f"{cls.__name__}.{name} is not a member descriptor; msgspec changed")
-    return (<PyMemberDescrObject *> <PyObject *> descr).d_member.offset
-
-
-cdef PyTypeObject *T_PLACED = <PyTypeObject *> Placed
-cdef PyTypeObject *T_CLOSED = <PyTypeObject *> Closed
-cdef PyTypeObject *T_COMPLETED = <PyTypeObject *> Completed
-cdef PyTypeObject *T_REDEEM = <PyTypeObject *> Redeem
-cdef Py_ssize_t F_P_ORDER = _member_offset(Placed, "order_id")
-cdef Py_ssize_t F_P_MERCHANT = _member_offset(Placed, "merchant_id")
-cdef Py_ssize_t F_P_AGENT = _member_offset(Placed, "agent_id")
-cdef Py_ssize_t F_P_REGION = _member_offset(Placed, "region")
-cdef Py_ssize_t F_P_PAID = _member_offset(Placed, "paid_cents")
-cdef Py_ssize_t F_P_TS = _member_offset(Placed, "ts")
-cdef Py_ssize_t F_C_ORDER = _member_offset(Closed, "order_id")
-cdef Py_ssize_t F_D_ORDER = _member_offset(Completed, "order_id")
-cdef Py_ssize_t F_R_ID = _member_offset(Redeem, "redemption_id")
-cdef Py_ssize_t F_R_PRIZE = _member_offset(Redeem, "prize")
-cdef Py_ssize_t F_R_QTY = _member_offset(Redeem, "qty")
-
-
-cdef inline PyObject *_member(PyObject *ev, Py_ssize_t off) noexcept:
-    return (<PyObject **> ((<char *> ev) + off))[0]
-
-
-cdef int _bad(str name, Py_ssize_t i, str what) except -1:
-    if what == "int64":
-        raise OverflowError(f"event {i}: field {name!r} does not fit in int64")
-    raise TypeError(f"event {i}: field {name!r} must be {what}")
-
-
-cdef inline int _need_str(PyObject *v, str name, Py_ssize_t i) except -1:
-    if v == NULL or not PyUnicode_CheckExact(v):
-        _bad(name, i, "a str")
-    return 0
-
-
-cdef inline int64_t _need_int(PyObject *v, str name, Py_ssize_t i) except? -1:
-    cdef long long x = 0
-    if v == NULL or not PyLong_CheckExact(v):
-        _bad(name, i, "an int")
-    if rc_long_value(v, &x) == 1:  # ext/rc_pyint.h: no call for the usual sizes
-        _bad(name, i, "int64")
-    return x
-
-
-cdef inline void _fingerprint(PyObject *s, uint64_t *fp, uint32_t *fp2) noexcept:
-    cdef int kind = PyUnicode_KIND(s)
-    rc_hash_bytes(PyUnicode_DATA(s), <size_t> (PyUnicode_GET_LENGTH(s) * kind), kind, fp, fp2)
-
-
 cdef inline Py_ssize_t _str_bytes(PyObject *s) noexcept:
     return PyUnicode_GET_LENGTH(s) * PyUnicode_KIND(s)
 
@@ -360,7 +288,7 @@ cdef class ShmCore:
     cdef uint64_t t_locked
     # pass one scratch and what the prepared batch may need
     cdef cnp.ndarray a_recs
-    cdef ShmRec *recs
+    cdef rc_rec *recs
     cdef Py_ssize_t n_prepared
     cdef Py_ssize_t need_orders, need_placed, need_redeem, need_arena
 
@@ -586,41 +514,24 @@ cdef class ShmCore:
         self._alive()
         cdef Py_ssize_t n = len(events)
         cdef Py_ssize_t i
-        cdef PyObject *ev
-        cdef PyObject *v
-        cdef PyTypeObject *t
-        cdef ShmRec *r
-        cdef int64_t region
+        cdef rc_rec *r
         cdef uint64_t ri
         self.n_prepared = 0
         self.need_orders = self.need_placed = self.need_redeem = self.need_arena = 0
-        if self.a_recs.shape[0] < n * <Py_ssize_t> sizeof(ShmRec):
-            self.a_recs = np.zeros(max(n, 1024) * sizeof(ShmRec), np.uint8)
-            self.recs = <ShmRec *> self.a_recs.data
+        if self.a_recs.shape[0] < n * <Py_ssize_t> sizeof(rc_rec):
+            self.a_recs = np.zeros(max(n, 1024) * sizeof(rc_rec), np.uint8)
+            self.recs = <rc_rec *> self.a_recs.data
         for i in range(n):
-            ev = <PyObject *> events[i]
-            t = Py_TYPE(ev)
             r = &self.recs[i]
-            r.event = ev
-            r.static_outcome = -1
-            r.row = -1
-            if t == T_PLACED:
-                r.kind = K_PLACED
-                r.order = _member(ev, F_P_ORDER)
-                _need_str(r.order, "order_id", i)
-                v = _member(ev, F_P_AGENT)
-                _need_str(v, "agent_id", i)
-                _need_str(_member(ev, F_P_MERCHANT), "merchant_id", i)
-                r.who = _member(ev, F_P_MERCHANT) if self.pays_merchant else v
-                _fingerprint(r.who, &r.wfp, &r.wfp2)
-                region = _need_int(_member(ev, F_P_REGION), "region", i)
-                r.paid = _need_int(_member(ev, F_P_PAID), "paid_cents", i)
-                r.ts = _need_int(_member(ev, F_P_TS), "ts", i)
+            if not rc_read(<PyObject *> events[i], r, self.pays_merchant):
+                rc_refuse(events, i)
+            if r.kind == K_PLACED:
+                rc_hash_str(r.who, &r.wfp, &r.wfp2)
                 # checks 3-5 of DESIGN.md need no state: decide them here, outside the lock
                 if r.ts < self.starts or r.ts >= self.ends:
                     r.static_outcome = OUTSIDE_WINDOW
                 else:
-                    ri = rc_int_probe(self.rkeys, self.rvals, self.rmask, region)
+                    ri = rc_int_probe(self.rkeys, self.rvals, self.rmask, r.region)
                     r.row = self.rvals[ri] - 1
                     if r.row < 0:
                         r.static_outcome = NO_REWARD_REGION
@@ -629,24 +540,11 @@ cdef class ShmCore:
                 self.need_orders += 1
                 self.need_placed += 1
                 self.need_arena += _str_bytes(r.order) + _str_bytes(r.who)
-            elif t == T_CLOSED or t == T_COMPLETED:
-                r.kind = K_CLOSED if t == T_CLOSED else K_COMPLETED
-                r.order = _member(ev, F_C_ORDER if t == T_CLOSED else F_D_ORDER)
-                _need_str(r.order, "order_id", i)
-                if t == T_CLOSED:
-                    self.need_orders += 1
-            elif t == T_REDEEM:
-                r.kind = K_REDEEM
-                r.order = _member(ev, F_R_ID)
-                _need_str(r.order, "redemption_id", i)
-                _need_str(_member(ev, F_R_PRIZE), "prize", i)
-                _need_int(_member(ev, F_R_QTY), "qty", i)
+            elif r.kind == K_CLOSED:
+                self.need_orders += 1
+            elif r.kind == K_REDEEM:
                 self.need_redeem += 1
                 self.need_arena += _str_bytes(r.order)
-            else:
-                raise TypeError(f"event {i} of the batch is not an event: "
-                                f"{(<object> ev).__class__.__name__}")
-            _fingerprint(r.order, &r.fp, &r.fp2)
         self.n_prepared = n
         return n
 
@@ -667,7 +565,7 @@ cdef class ShmCore:
     cdef int _check_room_exactly(self) except -1:
         cdef rc_shm_header *h = self.h
         cdef Py_ssize_t i
-        cdef ShmRec *r
+        cdef rc_rec *r
         cdef uint64_t j
         new_orders, new_placed, new_bene, new_red = set(), set(), set(), set()
         cdef int64_t arena = 0
@@ -719,8 +617,8 @@ cdef class ShmCore:
         cdef int32_t *out_slot = <int32_t *> (<cnp.ndarray> slot_arr).data
         cdef int32_t *out_points = <int32_t *> (<cnp.ndarray> points_arr).data
         cdef Py_ssize_t i
-        cdef ShmRec *r
-        cdef ShmRec *ahead
+        cdef rc_rec *r
+        cdef rc_rec *ahead
         cdef int o
         cdef bint caps = self.cap or self.region_cap
         self.n_prepared = 0
@@ -774,7 +672,7 @@ cdef class ShmCore:
         return (len_word == <int32_t> (_str_bytes(s) | (PyUnicode_KIND(s) << KIND_SHIFT))
                 and memcmp(self.arena + off, PyUnicode_DATA(s), len_word & LEN_MASK) == 0)
 
-    cdef Py_ssize_t _bene_intern(self, ShmRec *r) noexcept:
+    cdef Py_ssize_t _bene_intern(self, rc_rec *r) noexcept:
         cdef uint64_t i = rc_fp_probe(self.btab, self.bmask, r.wfp, r.wfp2)
         if self.btab[i].val != 0:
             return self.btab[i].val - 1
@@ -826,7 +724,7 @@ cdef class ShmCore:
         if n > 0:
             hp[i] = last
 
-    cdef int _placed(self, ShmRec *r, int32_t *out_slot, int32_t *out_points) except -1:
+    cdef int _placed(self, rc_rec *r, int32_t *out_slot, int32_t *out_points) except -1:
         cdef rc_shm_header *h = self.h
         cdef uint64_t oi = rc_fp_probe(self.orders, self.omask, r.fp, r.fp2)
         cdef int32_t seen = self.orders[oi].val
@@ -898,7 +796,7 @@ cdef class ShmCore:
         out_points[0] = points
         return AWARDED
 
-    cdef int _closed(self, ShmRec *r, int32_t *out_slot, int32_t *out_points) except -1:
+    cdef int _closed(self, rc_rec *r, int32_t *out_slot, int32_t *out_points) except -1:
         cdef uint64_t oi = rc_fp_probe(self.orders, self.omask, r.fp, r.fp2)
         cdef int32_t v = self.orders[oi].val
         if v == 0:
@@ -929,7 +827,7 @@ cdef class ShmCore:
         out_points[0] = points
         return REVOKED
 
-    cdef int _completed(self, ShmRec *r, int32_t *out_slot, int32_t *out_points) except -1:
+    cdef int _completed(self, rc_rec *r, int32_t *out_slot, int32_t *out_points) except -1:
         cdef int32_t v = self.orders[rc_fp_probe(self.orders, self.omask, r.fp, r.fp2)].val
         if v <= 0 or self.c_state[v - 1] != PENDING:
             return UNCHANGED
@@ -942,7 +840,7 @@ cdef class ShmCore:
         out_points[0] = self.c_points[c]
         return CONFIRMED
 
-    cdef int _redeem(self, ShmRec *r, int32_t *out_points) except -1:
+    cdef int _redeem(self, rc_rec *r, int32_t *out_points) except -1:
         cdef uint64_t ri = rc_fp_probe(self.rtab, self.rtmask, r.fp, r.fp2)
         cdef Py_ssize_t k
         if self.rtab[ri].val != 0:
@@ -989,7 +887,7 @@ cdef class ShmCore:
     def _find_name(self, str who):
         cdef uint64_t fp
         cdef uint32_t fp2
-        _fingerprint(<PyObject *> who, &fp, &fp2)
+        rc_hash_str(<PyObject *> who, &fp, &fp2)
         return self._bene_find(fp, fp2)
 
     # -- views (the caller holds the lock, so they are consistent) -----------------------

@@ -11,6 +11,7 @@ import http.client
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from rewardcore import load_campaign, open_engine
 from rewardcore.backends import backend_schemes
@@ -150,13 +152,16 @@ class Daemon:
         return status, json.loads(data)
 
     def metric(self, name: str, labels: str = "") -> float:
-        """One sample of /metrics, e.g. metric("rewardcore_events_total", 'outcome="awarded"')."""
+        """The sum of the /metrics samples of `name` that carry these labels (and any
+        others), e.g. metric("rewardcore_dead_letters_total", 'source="http"')."""
         _, _, data = self.request("GET", "/metrics", token=None)
-        want = f"{name}{{{labels}}}" if labels else name
-        for line in data.decode().splitlines():
-            if line.startswith(want + " "):
-                return float(line.rsplit(" ", 1)[1])
-        raise AssertionError(f"{want} not in /metrics")
+        want = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        found = [s.value for family in text_string_to_metric_families(data.decode())
+                 for s in family.samples
+                 if s.name == name and want.items() <= s.labels.items()]
+        if not found:
+            raise AssertionError(f"{name}{{{labels}}} not in /metrics")
+        return sum(found)
 
 
 def killing_at_exit() -> Iterator[list[Daemon]]:

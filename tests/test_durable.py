@@ -18,7 +18,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from rewardcore import BackendError, ConfigError, load_campaign, open_engine
+from rewardcore import BackendError, ConfigError, EventError, load_campaign, open_engine
 from rewardcore.backends.durable import iter_records
 from rewardcore.traffic import TrafficShape, generate
 
@@ -292,17 +292,18 @@ def test_another_campaign_in_the_directory(tmp_path, campaign):
         e.close()
 
 
-def test_unvalidated_events_replay_exactly(tmp_path, campaign):
-    # Structs built in Python skip msgspec's constraints; the log replays them as applied.
+def test_unvalidated_events_are_refused_not_logged(tmp_path, campaign):
+    # Structs built in Python skip msgspec's constraints; apply checks them before the log.
     url = f"memory://{tmp_path}/d"
-    odd = [placed(""), placed("ok", agent=""), redeem("", "")]
     e = open_engine(campaign, url)
-    e.apply(odd)
-    before = snap(e)
+    e.apply(batches()[0])
+    for odd in ([placed("")], [placed("ok", agent="")], [redeem("", "a1")]):
+        with pytest.raises(EventError, match="event 0: .* must have 1 to 256 characters"):
+            e.apply(odd)
     e.close()
     again = open_engine(campaign, url)
     try:
-        assert snap(again) == before
+        assert again.recovery.records == 1 and snap(again) == state_after(campaign, 1)
     finally:
         again.close()
 
@@ -311,7 +312,7 @@ def test_a_refused_batch_is_not_logged(tmp_path, campaign):
     url = f"memory://{tmp_path}/d"
     e = open_engine(campaign, url)
     e.apply(batches()[0])
-    with pytest.raises(TypeError):
+    with pytest.raises(EventError):
         e.apply([placed("o7"), "not an event"])
     e.close()
     again = open_engine(campaign, url)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from rewardcore._engine import OUTCOME_CODES
 
-from rewardcore import Outcome, Placed, open_engine
+from rewardcore import EventError, Outcome, Placed, open_engine
+from rewardcore._engine import OUTCOME_CODES
 
 from .campaigns import make_campaign
 from .events import placed
@@ -16,16 +16,14 @@ def test_outcome_codes_match():
     assert set(OUTCOME_CODES) >= {o.name for o in Outcome if o.value <= Outcome.UNCHANGED}
 
 
-@pytest.mark.parametrize("field, value, error", [("region", "7", TypeError),
-                                                  ("order_id", 5, TypeError),
-                                                  ("ts", 2**70, OverflowError)])
-def test_malformed_struct_raises_before_any_change(field, value, error):
+@pytest.mark.parametrize("field, value", [("region", "7"), ("order_id", 5), ("ts", 2**70)])
+def test_malformed_struct_raises_before_any_change(field, value):
     # msgspec validates when decoding, not in __init__: a hand-built event can carry anything.
     e = open_engine(make_campaign(), "memory://")
     fields = {"order_id": "o2", "merchant_id": "m", "agent_id": "a", "region": 1,
               "paid_cents": 1, "ts": 1}
     fields[field] = value
-    with pytest.raises(error, match=f"event 1: field '{field}'"):
+    with pytest.raises(EventError, match=f"event 1: placed: field '{field}'"):
         e.apply([placed("o1"), Placed(**fields)])
     assert e.export_state()["claims"] == []  # o1 was not applied either
 

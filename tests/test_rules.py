@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from rewardcore import Balance, Outcome, dump_state
+from rewardcore import Balance, EventError, Outcome, dump_state
 
 from .campaigns import ENDS_MS, STARTS_MS, make_campaign
 from .events import closed, completed, placed, redeem
@@ -334,5 +334,5 @@ def test_winners_and_claims_of(make_engine):
 
 def test_an_object_that_is_not_an_event_is_refused(make_engine):
     e = make_engine(make_campaign())
-    with pytest.raises(TypeError, match="event 1"):
+    with pytest.raises(EventError, match="event 1: is a dict"):
         e.apply([placed("o1"), {"type": "placed"}])

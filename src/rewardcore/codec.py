@@ -23,11 +23,21 @@ _json_raws = msgspec.json.Decoder(list[msgspec.Raw])
 _mp_event = msgspec.msgpack.Decoder(Event)
 _mp_events = msgspec.msgpack.Decoder(list[Event])
 _mp_raws = msgspec.msgpack.Decoder(list[msgspec.Raw])
-# msgspec raises UnicodeDecodeError (not DecodeError) for invalid UTF-8 inside a string.
+# msgspec < 0.23 raises UnicodeDecodeError (not DecodeError) for invalid UTF-8 in a string.
 _BAD = (msgspec.DecodeError, UnicodeDecodeError)
 
 
-def _reason(exc: Exception) -> str:
+def _reason(exc: Exception, text: bytes | None = None) -> str:
+    """Why `text` (a JSON event, when given) did not decode, saying where in it.
+
+    Invalid UTF-8 is located here rather than by msgspec: msgspec 0.23 reports it as a
+    DecodeError without a position, older versions as a UnicodeDecodeError with one.
+    """
+    if text is not None:
+        try:
+            text.decode()
+        except UnicodeDecodeError as bad:
+            return f"invalid UTF-8 at byte {bad.start} of the event: {bad.reason}"
     if isinstance(exc, UnicodeDecodeError):
         return f"invalid UTF-8 in a string at byte {exc.start}: {exc.reason}"
     return str(exc)
@@ -84,14 +94,14 @@ def decode_jsonl(buf: bytes | memoryview, first_line: int = 1, base_offset: int 
             try:
                 events.append(_json_event.decode(raw))
             except _BAD as exc:
-                dead.append(DeadLetter(_reason(exc), raw, line=first_line + n,
+                dead.append(DeadLetter(_reason(exc, raw), raw, line=first_line + n,
                                        offset=base_offset + offset))
         offset += len(raw) + 1
     return events, dead
 
 
 def _decode_array(buf: bytes, fast: msgspec.json.Decoder | msgspec.msgpack.Decoder,
-                  raws: Any, one: Any, what: str) -> Batch:
+                  raws: Any, one: Any, what: str, text: bool) -> Batch:
     try:
         return fast.decode(buf), []
     except _BAD:
@@ -106,18 +116,19 @@ def _decode_array(buf: bytes, fast: msgspec.json.Decoder | msgspec.msgpack.Decod
         try:
             events.append(one.decode(raw))
         except _BAD as exc:
-            dead.append(DeadLetter(_reason(exc), bytes(raw), index=i))
+            item = bytes(raw)
+            dead.append(DeadLetter(_reason(exc, item if text else None), item, index=i))
     return events, dead
 
 
 def decode_json_array(buf: bytes) -> Batch:
     """Decode a JSON array of events."""
-    return _decode_array(buf, _json_events, _json_raws, _json_event, "JSON")
+    return _decode_array(buf, _json_events, _json_raws, _json_event, "JSON", True)
 
 
 def decode_msgpack(buf: bytes) -> Batch:
     """Decode a MessagePack array of events."""
-    return _decode_array(buf, _mp_events, _mp_raws, _mp_event, "MessagePack")
+    return _decode_array(buf, _mp_events, _mp_raws, _mp_event, "MessagePack", False)
 
 
 def read_jsonl(stream: BinaryIO, batch: int = DEFAULT_BATCH) -> Iterator[Batch]:

@@ -57,6 +57,19 @@ class RegionStatus(msgspec.Struct, frozen=True):
     tiers: tuple[tuple[int, int], ...]  # (upto, points)
 
 
+class Summary(msgspec.Struct, frozen=True):
+    """The campaign's figures an operator watches, as the engine holds them now (the daemon
+    exports them as gauges at scrape time). A field is None when this engine cannot tell it
+    without reading every claim."""
+
+    slots_left: tuple[int, ...]  # slots each reward region can still award, campaign order
+    stock: dict[str, int]  # prize id -> units left
+    budget_used: int | None = None  # points of non-revoked claims: what the budget measures
+    claims: dict[ClaimState, int] | None = None  # claims in each state
+    points: dict[str, int] | None = None  # "pending", "confirmed", "redeemed": summed
+    beneficiaries: int | None = None  # beneficiaries holding pending or confirmed points
+
+
 class Decisions:
     """Compact decisions for a batch: one row per event, in the batch's order.
 
@@ -187,6 +200,31 @@ class Engine(abc.ABC):
             remaining = region.slots - len(ever_used)
         return RegionStatus(code, region.slots, taken, remaining,
                             tuple((t.upto, t.points) for t in region.tiers))
+
+    def summary(self) -> Summary:
+        """Budget used, slots left per region, stock, claims by state, points and
+        beneficiaries. This default reads every claim; engines with counters override it."""
+        claims = self.claims()
+        row = {r.code: k for k, r in enumerate(self.campaign.regions)}
+        taken = [0] * len(row)
+        ever_used: list[set[int]] = [set() for _ in row]
+        states = dict.fromkeys(CLAIM_STATES, 0)
+        used = 0
+        for c in claims:
+            states[c.state] += 1
+            ever_used[row[c.region]].add(c.slot)
+            if c.state != "revoked":
+                taken[row[c.region]] += 1
+                used += c.points
+        # A revoked slot comes back only under on_close = "release" (as in region_status).
+        left = tuple(r.slots - (taken[k] if self.campaign.releases else len(ever_used[k]))
+                     for k, r in enumerate(self.campaign.regions))
+        balances = self.balances().values()
+        points = {"pending": sum(b.pending for b in balances),
+                  "confirmed": sum(b.confirmed for b in balances),
+                  "redeemed": sum(b.redeemed for b in balances)}
+        holders = sum(1 for b in balances if b.pending or b.confirmed)
+        return Summary(left, self.stock(), used, states, points, holders)
 
     def claims_of(self, beneficiary: str) -> list[Claim]:
         return sorted((c for c in self.claims() if c.beneficiary == beneficiary),

@@ -12,7 +12,11 @@ class ConfigError(RewardcoreError):
 
 
 class EventError(RewardcoreError):
-    """An event does not decode or validate."""
+    """An event does not decode or validate. `index` and `field` say where, when known (the
+    event's index in its batch, the field's name; None for an event that is no event)."""
+
+    index: int | None = None
+    field: str | None = None
 
 
 class BackendError(RewardcoreError):

@@ -44,7 +44,7 @@ import numpy as np
 from .. import _shm
 from ..campaign import Campaign
 from ..codec import decode_jsonl
-from ..engine import Balance, Claim, Decisions, Engine, Position, RegionStatus, Resumable
+from ..engine import Balance, Claim, Decisions, Engine, Position, RegionStatus, Resumable, Summary
 from ..errors import BackendError, ConfigError
 from ..events import Closed, Completed, Event, Placed, Redeem
 from ..outcomes import Outcome
@@ -895,11 +895,12 @@ class DurableEngine(Resumable, Engine):
         the JSON lines `jsonl` it was decoded from if given (see encode_record)."""
         self._usable()
         batch = events if type(events) is list else list(events)
+        self.inner.prepare(batch)  # a batch that does not validate is never logged
         payload = encode_record(batch, pos, jsonl)
         start = self.log.append(payload)
         try:
             self.log.committed()
-            out = self.inner.apply(batch)
+            out = self.inner.commit()
         except BaseException:
             self.log.take_back(start)  # refused or interrupted: the log must not keep it
             raise
@@ -970,6 +971,10 @@ class DurableEngine(Resumable, Engine):
     def region_status(self, code: int) -> RegionStatus | None:
         self._usable()
         return self.inner.region_status(code)
+
+    def summary(self) -> Summary:
+        self._usable()
+        return self.inner.summary()
 
 
 def iter_records(path: Path) -> Iterator[tuple[int, int, Position | None, list[Event]]]:

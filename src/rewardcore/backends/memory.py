@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from urllib.parse import parse_qs, urlsplit
 
+import numpy as np
+
 from .._engine import MemoryCore
 from ..campaign import Campaign
-from ..engine import Balance, Claim, Decisions, Engine, RegionStatus
+from ..engine import CLAIM_STATES, Balance, Claim, Decisions, Engine, RegionStatus, Summary
 from ..errors import ConfigError
 from ..events import Event
 from ..outcomes import Outcome
@@ -57,6 +59,14 @@ class MemoryEngine(Engine):
         batch = events if type(events) is list else list(events)
         return Decisions(*self.core.apply(batch))
 
+    def prepare(self, events: list[Event]) -> None:
+        """Check a batch (EventError naming the event and field) without changing anything;
+        `commit` applies it. The durable engine logs a batch between the two."""
+        self.core.prepare(events)
+
+    def commit(self) -> Decisions:
+        return Decisions(*self.core.commit())
+
     def reset(self) -> None:
         self.core.reset(self._expected_orders)
 
@@ -97,3 +107,19 @@ class MemoryEngine(Engine):
         slots, taken, remaining = counts
         tiers = tuple((t.upto, t.points) for t in self.campaign.region_by_code[code].tiers)
         return RegionStatus(code, slots, taken, remaining, tiers)
+
+    def summary(self) -> Summary:
+        # From the core's counters and arrays: microseconds, whatever the number of orders.
+        core = self.core
+        n_claims = int(core.outcome_count_array()[Outcome.AWARDED])  # one claim per award
+        states = np.bincount(core.a_c_state[:n_claims], minlength=len(CLAIM_STATES))
+        _, pending, confirmed, redeemed = core.balance_rows()
+        left = self.campaign.region_slots - core.a_used + core.a_heap_len
+        stock = core.stock_array()
+        return Summary(
+            budget_used=core.awarded_points_total, slots_left=tuple(left.tolist()),
+            stock={p.id: int(stock[k]) for k, p in enumerate(self.campaign.prizes)},
+            claims={s: int(states[k]) for k, s in enumerate(CLAIM_STATES)},
+            points={"pending": int(pending.sum()), "confirmed": int(confirmed.sum()),
+                    "redeemed": int(redeemed.sum())},
+            beneficiaries=int(np.count_nonzero((pending != 0) | (confirmed != 0))))

@@ -25,9 +25,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import msgspec
 
 from ..campaign import Campaign
-from ..engine import Balance, Claim, Decisions, Engine, RegionStatus
+from ..engine import Balance, Claim, Decisions, Engine, RegionStatus, Summary
 from ..errors import BackendError, ConfigError
-from ..events import Closed, Completed, Event, Placed, Redeem
+from ..events import Closed, Completed, Event, Placed, Redeem, validate_batch
 from ..outcomes import Outcome
 from .redis_nodes import Call, Nodes
 
@@ -150,6 +150,7 @@ class RedisEngine(Engine):
     def apply(self, events: Sequence[Event]) -> Decisions:
         if type(events) is not list:
             events = list(events)
+        validate_batch(events)  # before the first call: a refused batch changes nothing
         n = len(events)
         out = Decisions.empty(n)
         if not n:
@@ -495,6 +496,27 @@ class RedisEngine(Engine):
         region = self.campaign.region_by_code[code]
         return RegionStatus(code, slots, taken, remaining,
                             tuple((t.upto, t.points) for t in region.tiers))
+
+    def summary(self) -> Summary:
+        # Counters only, one pipelined read per node: claims and balances would mean reading
+        # every claim and beneficiary, too much for every scrape.
+        per_node: dict[Any, list[int]] = {}
+        regions = list(self._regions.values())
+        for x, reg in enumerate(regions):
+            per_node.setdefault(self.nodes.node_of(reg.keys[0]), []).append(x)
+        got = self.nodes.commands({node: [("HMGET", regions[x].keys[0], "used", "taken")
+                                          for x in idx]
+                                   for node, idx in per_node.items()}, "read region counters")
+        left = [0] * len(regions)
+        for node, idx in per_node.items():
+            for x, (used, taken) in zip(idx, got[node], strict=True):
+                gone = int(taken or 0) if self.releases else int(used or 0)
+                left[x] = regions[x].static[0] - gone
+        spent = None
+        if self.budget:  # the ledger keeps it only when there is a budget to enforce
+            node = self.nodes.node_of(self._k_l)
+            spent = int(self.nodes.command(node, "HGET", self._k_l, "spent") or 0)
+        return Summary(tuple(left), self.stock(), spent)
 
     # -- maintenance ------------------------------------------------------------------------
     def rebuild_ledger(self) -> int:

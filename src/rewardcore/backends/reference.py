@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from ..campaign import Campaign
 from ..engine import Balance, Claim, ClaimState, Decisions, Engine
-from ..events import Closed, Completed, Event, Placed, Redeem
+from ..events import Closed, Completed, Event, Placed, Redeem, validate_batch
 from ..outcomes import Outcome
 
 _PLACED, _TOMBSTONE = "placed", "tombstone"
@@ -55,6 +55,7 @@ class ReferenceEngine(Engine):
         self._outcomes: Counter[Outcome] = Counter()
 
     def apply(self, events: Sequence[Event]) -> Decisions:
+        validate_batch(events)  # the whole batch, before the first change
         out = Decisions.empty(len(events))
         for i, ev in enumerate(events):
             if isinstance(ev, Placed):
@@ -64,11 +65,9 @@ class ReferenceEngine(Engine):
                 outcome, slot, points = self._closed(ev)
             elif isinstance(ev, Completed):
                 outcome, slot, points = self._completed(ev)
-            elif isinstance(ev, Redeem):
+            else:
                 outcome, points = self._redeem(ev)
                 slot = 0
-            else:
-                raise TypeError(f"event {i} of the batch is not an event: {type(ev).__name__}")
             out.outcome[i], out.slot[i], out.points[i] = outcome, slot, points
         return out
 
@@ -150,6 +149,7 @@ class ReferenceEngine(Engine):
         if e.redemption_id in self._redemptions:
             return self._redemptions[e.redemption_id]
         prize = self.campaign.prize_by_id.get(e.prize)
+        # cost_points < 2**31 and qty <= 1,000,000 (validated): the product fits in int64.
         cost = prize.cost_points * e.qty if prize else 0
         if prize is None:
             result = Outcome.UNKNOWN_PRIZE, 0

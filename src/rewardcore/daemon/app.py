@@ -298,6 +298,13 @@ def build_app(ctx: DaemonContext) -> ASGIApp:
         return _Encoded(body, 503 if ctx.stopping else 200)
 
     async def metrics(request: Request) -> Response:
+        # The campaign gauges: one summary per scrape, in order with the batches.
+        try:
+            ctx.metrics.summary = await ctx.worker.call(ctx.engine.summary)
+        except WorkerClosed:
+            pass  # stopping: the last summary stands
+        except Exception as exc:  # the other metrics still answer; the gauges keep the last
+            log.error("engine_error", exc_info=exc, extra={"fields": {"where": "summary"}})
         return Response(ctx.metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
     async def _engine_call(fn: Callable[..., Any], *args: Any) -> Any:

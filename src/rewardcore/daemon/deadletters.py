@@ -37,7 +37,7 @@ class DeadLetterSink:
             return
         self.recent.extend(rows)
         self.total += len(rows)
-        self.metrics.dead_letters.labels(source).inc(len(rows))
+        self.metrics.count_dead_letters(source, [str(r.get("reason", "")) for r in rows])
         if self.path is not None:
             if self._file is None:  # created on the first dead letter: no empty files
                 self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -31,9 +31,9 @@ from ..errors import RewardcoreError
 from .app import DaemonContext, build_app
 from .config import DaemonConfig
 from .deadletters import DeadLetterSink
-from .logs import log, setup_logging
+from .logs import AccessLog, log, log_stats, setup_logging
 from .metrics import Metrics
-from .worker import EngineWorker
+from .worker import engine_worker
 
 if TYPE_CHECKING:
     from .streams import StreamConsumer
@@ -101,15 +101,17 @@ async def _serve(cfg: DaemonConfig) -> int:
     except RewardcoreError:
         engine.close()
         raise
-    metrics = Metrics(campaign.id, redact_url(cfg.backend))
+    metrics = Metrics(campaign, redact_url(cfg.backend), type(engine).scheme)
     dead = DeadLetterSink(cfg.dead_letters, cfg.dead_letters_kept, metrics)
     threaded = {"auto": None, "on": True, "off": False}[cfg.engine_thread]
-    worker = EngineWorker(engine, metrics, threaded=threaded, max_batch=cfg.max_batch)
+    worker = engine_worker(engine, metrics, threaded=threaded, max_batch=cfg.max_batch)
     ctx = DaemonContext(campaign=campaign, backend=redact_url(cfg.backend), engine=engine,
                         worker=worker, metrics=metrics, dead=dead, token=cfg.token,
                         max_body=cfg.max_body)
+    app = build_app(ctx)
     server = _Server(uvicorn.Config(
-        build_app(ctx), http="httptools", lifespan="off", access_log=False, log_config=None,
+        AccessLog(app) if cfg.access_log else app, http="httptools", lifespan="off",
+        access_log=False, log_config=None,
         server_header=False, timeout_graceful_shutdown=int(max(1, cfg.grace)),
         timeout_keep_alive=30))
 
@@ -118,6 +120,7 @@ async def _serve(cfg: DaemonConfig) -> int:
     received: list[str] = []
     tasks: dict[str, asyncio.Task[Any]] = {}
     consumer: StreamConsumer | None = None
+    stats: asyncio.Task[None] | None = None
 
     def on_signal(sig: signal.Signals) -> None:
         received.append(sig.name)
@@ -159,8 +162,10 @@ async def _serve(cfg: DaemonConfig) -> int:
             "http": f"{host}:{port}", "port": port,
             "source": cfg.source.redacted() if cfg.source else None,
             "engine_thread": worker.threaded, "max_body": cfg.max_body,
-            "max_batch": cfg.max_batch, "grace_s": cfg.grace,
+            "max_batch": cfg.max_batch, "grace_s": cfg.grace, "log_every_s": cfg.log_every,
             "startup_s": round(time.monotonic() - t0, 3)}})
+        if cfg.log_every > 0:
+            stats = asyncio.create_task(log_stats(cfg.log_every, metrics, worker), name="stats")
         stop_wait = asyncio.create_task(stop.wait())
         watched = {stop_wait, tasks["http"], *([tasks["consumer"]] if consumer else [])}
         done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
@@ -177,6 +182,8 @@ async def _serve(cfg: DaemonConfig) -> int:
         reason, exit_code = "startup failed", 2
         raise
     finally:
+        if stats is not None:
+            stats.cancel()
         await _shutdown(cfg, ctx, server, consumer, tasks, received)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
