@@ -14,6 +14,7 @@ import msgspec
 import numpy as np
 import orjson
 
+from ._url import BackendURL
 from .campaign import Campaign
 from .codec import DEFAULT_BATCH
 from .events import Event, Redeem
@@ -142,7 +143,10 @@ class Engine(abc.ABC):
 
     @classmethod
     def from_url(cls, campaign: Campaign, url: str) -> Engine:
-        """Open the engine a backend URL names; the default ignores everything but the scheme."""
+        """Open the engine a backend URL names; the default takes no host, path or parameters."""
+        u = BackendURL(url, known=())
+        if u.netloc or u.has_path:
+            raise u.error(f"{u.scheme}:// takes no host or path")
         return cls(campaign)
 
     # -- the hot path -----------------------------------------------------------------------

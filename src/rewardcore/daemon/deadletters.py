@@ -7,10 +7,9 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-import orjson
-
+from .._files import DeadLetterFile
 from ..codec import DeadLetter
 from .metrics import Metrics
 
@@ -21,7 +20,7 @@ class DeadLetterSink:
         self.recent: deque[dict[str, Any]] = deque(maxlen=max(keep, 1))
         self.metrics = metrics
         self.total = 0
-        self._file: BinaryIO | None = None
+        self._file = DeadLetterFile(self.path) if self.path is not None else None
 
     def add(self, source: str, letters: Iterable[DeadLetter | dict[str, Any]]) -> None:
         """Keep rejected events from `source` ("http", "stream"); the file is flushed so a
@@ -38,14 +37,9 @@ class DeadLetterSink:
         self.recent.extend(rows)
         self.total += len(rows)
         self.metrics.count_dead_letters(source, [str(r.get("reason", "")) for r in rows])
-        if self.path is not None:
-            if self._file is None:  # created on the first dead letter: no empty files
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = open(self.path, "ab")  # noqa: SIM115 - closed in close()
-            self._file.write(b"".join(orjson.dumps(r) + b"\n" for r in rows))
-            self._file.flush()
+        if self._file is not None:
+            self._file.write(rows)  # one unbuffered write: on disk once answered for
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
-            self._file = None

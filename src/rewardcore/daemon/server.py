@@ -16,7 +16,6 @@ import signal
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -24,6 +23,7 @@ import prometheus_client
 import uvicorn
 import uvloop
 
+from .._files import write_atomic
 from ..backends import open_engine
 from ..campaign import load_campaign
 from ..engine import dump_state
@@ -70,14 +70,6 @@ def _listen(host: str, port: int) -> socket.socket:
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
-
-
-def _write_state(path: str, data: bytes) -> None:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, target)  # a reader never sees half a state file
 
 
 def run(cfg: DaemonConfig) -> int:
@@ -217,7 +209,7 @@ async def _shutdown(cfg: DaemonConfig, ctx: DaemonContext, server: _Server,
     try:
         if cfg.state_out:
             state = await ctx.worker.run_last(ctx.engine.export_state)
-            _write_state(cfg.state_out, dump_state(state))
+            write_atomic(cfg.state_out, dump_state(state))
         await ctx.worker.run_last(ctx.engine.close)
     except Exception as exc:
         log.error("error", exc_info=exc, extra={"fields": {"where": "shutdown"}})

@@ -15,7 +15,7 @@ import numpy as np
 from .._files import DeadLetterFile
 from ..backends import open_engine
 from ..campaign import load_campaign
-from ..codec import decode_jsonl
+from ..codec import JsonlBlocks, decode_jsonl
 from ..engine import Engine, Resumable
 from ..errors import RewardcoreError
 from ..outcomes import PLACED_OUTCOMES, Outcome
@@ -27,7 +27,6 @@ from .source import (
     mapped,
     route,
     slow_partition,
-    stream_blocks,
 )
 
 N_OUTCOMES = len(Outcome)
@@ -141,7 +140,7 @@ def run_job(job: Job, engine: Engine | None = None, ready: Callable[[], None] | 
         with DeadLetterFile(job.dead_letters) as dead_out:
             scan = _Scan(job, engine, dead_out, result)
             if stream is not None:
-                _timed(result, ready, scan, stream_blocks(stream, BLOCK))
+                _timed(result, ready, scan, JsonlBlocks(stream, BLOCK))
             else:
                 with mapped(job.events) as view:
                     _timed(result, ready, scan, [(view, 0)])

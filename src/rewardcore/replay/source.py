@@ -18,12 +18,12 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
-from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 import numpy as np
 
 from .. import _shm as _scan
+from .._url import BackendURL
 from ..codec import DeadLetter, decode_jsonl
 from ..errors import RewardcoreError
 from ..events import Event
@@ -91,36 +91,15 @@ def mapped(path: str) -> Iterator[memoryview]:
                 view.release()
 
 
-def stream_blocks(stream: BinaryIO, block: int) -> Iterator[tuple[memoryview, int]]:
-    """(data, offset of data in the stream): blocks of whole lines (the last block may end
-    without a newline), so a stream is scanned like a mapped file, a block at a time."""
-    carry = b""
-    offset = 0
-    while True:
-        data = stream.read(block)
-        if not data:
-            break
-        buf = carry + data if carry else data
-        cut = buf.rfind(b"\n") + 1
-        if cut == 0:
-            carry = buf
-            continue
-        yield memoryview(buf)[:cut], offset
-        carry = buf[cut:]
-        offset += cut
-    if carry:
-        yield memoryview(carry), offset
-
-
 def presized(url: str, inp: Input) -> str:
     """memory:// (plain or durable) sized for a file's orders up front unless the URL says:
     growing the order table costs as much as filling it (every entry is rehashed into
     memory that is not in cache)."""
-    parts = urlsplit(url)
+    u = BackendURL(url)
     size = inp.size()
-    if parts.scheme != "memory" or size is None or "orders" in parse_qs(parts.query):
+    if u.scheme != "memory" or size is None or "orders" in u.query:
         return url
-    return f"{url}{'&' if parts.query else '?'}orders={size // BYTES_PER_EVENT_GUESS}"
+    return f"{url}{'&' if '?' in url else '?'}orders={size // BYTES_PER_EVENT_GUESS}"
 
 
 def slow_partition(parts: int) -> Callable[[bytes], int]:
