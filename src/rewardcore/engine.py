@@ -7,8 +7,8 @@ the exported state of DESIGN.md is assembled here once, so every engine exports 
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import msgspec
 import numpy as np
@@ -71,6 +71,14 @@ class Summary(msgspec.Struct, frozen=True):
     beneficiaries: int | None = None  # beneficiaries holding pending or confirmed points
 
 
+class Decision(NamedTuple):
+    """One event's decision (a row of `Decisions`)."""
+
+    outcome: Outcome
+    slot: int
+    points: int
+
+
 class Decisions:
     """Compact decisions for a batch: one row per event, in the batch's order.
 
@@ -92,8 +100,14 @@ class Decisions:
     def __len__(self) -> int:
         return len(self.outcome)
 
-    def __getitem__(self, i: int) -> tuple[Outcome, int, int]:
-        return Outcome(int(self.outcome[i])), int(self.slot[i]), int(self.points[i])
+    def __getitem__(self, i: int) -> Decision:
+        return Decision(Outcome(int(self.outcome[i])), int(self.slot[i]), int(self.points[i]))
+
+    def __iter__(self) -> Iterator[Decision]:
+        """The rows in batch order (the arrays are faster for whole batches)."""
+        for o, s, p in zip(self.outcome.tolist(), self.slot.tolist(), self.points.tolist(),
+                           strict=True):
+            yield Decision(Outcome(o), s, p)
 
     def counts(self) -> dict[str, int]:
         """Outcome label -> how many events of this batch had it."""
