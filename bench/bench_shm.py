@@ -34,11 +34,12 @@ import msgspec
 import orjson
 
 from rewardcore import load_campaign, open_engine
+from rewardcore.examples import example_path
 from rewardcore.parallel import ReplayResult, replay_file
 from rewardcore.traffic import TrafficShape, generate
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CAMPAIGN = ROOT / "examples" / "d11-2026.toml"
+DEFAULT_CAMPAIGN = example_path("d11-2026")
 
 
 class Row(msgspec.Struct):

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from rewardcore import open_engine
-from rewardcore.benchmark import fill_batches, open_variant, soldout_variant
+from rewardcore.capacity.bench import fill_batches, open_variant, soldout_variant
 from rewardcore.outcomes import Outcome
 
 BATCH = 4096

@@ -16,6 +16,7 @@ import pytest
 from rewardcore import ConfigError, Outcome, load_campaign, open_engine
 from rewardcore.backends.redis import RedisClusterEngine, RedisEngine
 from rewardcore.codec import decode_jsonl
+from rewardcore.examples import example_path
 from rewardcore.traffic import TrafficShape, generate
 
 from .campaigns import make_campaign
@@ -23,7 +24,7 @@ from .events import closed, placed
 from .servers import _cli
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "examples" / "d11-2026.toml"
+EXAMPLE = example_path("d11-2026")
 SERVERS = ["redis_url", "redis_cluster_url"]
 
 

@@ -16,12 +16,13 @@ import pytest
 
 from rewardcore import BackendError, load_campaign, open_engine
 from rewardcore.codec import decode_jsonl
+from rewardcore.examples import example_path
 from rewardcore.traffic import TrafficShape, generate
 
 from .servers import RedisCluster, RedisServer, _cli
 from .test_redis_races import check_invariants, hot_campaign
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "d11-2026.toml"
+EXAMPLE = example_path("d11-2026")
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ import pytest
 
 from rewardcore import Balance, EventError, Outcome, dump_state
 
-from .campaigns import ENDS_MS, STARTS_MS, make_campaign
+from .campaigns import ENDS_MS, IN_WINDOW, STARTS_MS, make_campaign
+from .conftest import lacks_v2, without_v2
 from .events import closed, completed, placed, redeem
 
 Out = Outcome
@@ -20,20 +21,21 @@ def outcomes(engine, events):
 # -- placed: the checks in order ---------------------------------------------------------------
 
 
-def test_awarded_claim_is_pending_until_completed(make_engine):
+def test_awarded_claim_is_pending_until_completed(make_engine, engine_url):
     e = make_engine(make_campaign(regions=((1, 20, ((10, 5), (20, 10))),)))
     d = e.apply([placed("o1")])
     assert d[0] == (Out.AWARDED, 1, 5)
-    assert e.export_state()["claims"] == [
+    assert without_v2(engine_url, e.export_state()["claims"]) == without_v2(engine_url, [
         {
             "beneficiary": "a1",
             "order_id": "o1",
             "points": 5,
+            "rank": 1,
             "region": 1,
             "slot": 1,
             "state": "pending",
         }
-    ]
+    ])
     assert e.balance("a1") == Balance(pending=5)
 
 
@@ -257,7 +259,7 @@ def test_close_or_complete_of_unawarded_order_changes_nothing(make_engine):
     assert outcomes(
         e, [placed("o1", region=5), closed("o1"), completed("o1"), completed("never")]
     ) == [Out.NO_REWARD_REGION, Out.UNCHANGED, Out.UNCHANGED, Out.UNCHANGED]
-    assert outcomes(e, [placed("never")]) == [Out.AWARDED]  # completed leaves no tombstone
+    assert outcomes(e, [placed("never")]) == [Out.AWARDED]  # an early completion is no close
 
 
 # -- redemptions -----------------------------------------------------------------------------
@@ -336,3 +338,97 @@ def test_an_object_that_is_not_an_event_is_refused(make_engine):
     e = make_engine(make_campaign())
     with pytest.raises(EventError, match="event 1: is a dict"):
         e.apply([placed("o1"), {"type": "placed"}])
+
+
+# -- v2: rank, early completion, claim timestamps, spent points taken back ---------------------
+
+
+def test_rank_counts_the_orders_that_reached_slot_choice(make_engine, engine_url):
+    if lacks_v2(engine_url):
+        pytest.xfail("the Redis engine does not answer rank yet")
+    e = make_engine(make_campaign(regions=((1, 2, ((2, 5),)), (2, 1, ((1, 3),))),
+                                  max_claims_per_beneficiary=2))
+    d = e.apply([
+        placed("o1"),                       # rank 1, slot 1
+        placed("o1"),                       # duplicate: 0
+        placed("o2", region=9),             # no reward region: 0
+        placed("o3", ts=STARTS_MS - 1),     # outside the window: 0
+        placed("o4", region=2),             # region 2, rank 1
+        placed("o5", agent="a1"),           # beneficiary cap (a1 holds 2): 0
+        placed("o6", agent="a2"),           # rank 2, slot 2
+        placed("o7", agent="a3"),           # sold out, rank 3
+        closed("o6"),                       # rank 0 on everything but placed
+        placed("o8", agent="a3"),           # rank 4, the released slot 2
+    ])
+    assert d.rank.tolist() == [1, 0, 0, 0, 1, 0, 2, 3, 0, 4]
+    ranks = {c["order_id"]: c["rank"] for c in e.export_state()["claims"]}
+    assert ranks == {"o1": 1, "o4": 1, "o6": 2, "o8": 4}
+
+
+def test_rank_of_budget_exhausted(make_engine, engine_url):
+    if lacks_v2(engine_url):
+        pytest.xfail("the Redis engine does not answer rank yet")
+    e = make_engine(make_campaign(regions=((1, 3, ((3, 10),)),), budget_points=10))
+    d = e.apply([placed("o1"), placed("o2", agent="a2")])
+    assert [Outcome(int(o)) for o in d.outcome] == [Out.AWARDED, Out.BUDGET_EXHAUSTED]
+    assert d.rank.tolist() == [1, 2]
+
+
+def test_early_completion_confirms_the_later_claim(make_engine, engine_url):
+    if lacks_v2(engine_url):
+        pytest.xfail("the Redis engine does not remember early completions yet")
+    e = make_engine(make_campaign())
+    assert outcomes(e, [completed("o1", ts=IN_WINDOW + 5), completed("o1")]) == [
+        Out.UNCHANGED, Out.UNCHANGED]
+    assert outcomes(e, [placed("o1", ts=IN_WINDOW + 9), completed("o1")]) == [
+        Out.AWARDED, Out.UNCHANGED]
+    (claim,) = e.claims()
+    assert (claim.state, claim.settled_ts, claim.revoked_ts) == ("confirmed", IN_WINDOW + 9, 0)
+    assert e.balance("a1") == Balance(confirmed=10)
+
+
+def test_close_after_early_completion_wins(make_engine, engine_url):
+    e = make_engine(make_campaign())
+    assert outcomes(e, [completed("o1"), closed("o1"), placed("o1")]) == [
+        Out.UNCHANGED, Out.TOMBSTONED, Out.CLOSED]
+    assert e.claims() == []
+
+
+def test_claim_timestamps(make_engine, engine_url):
+    e = make_engine(make_campaign(regions=((1, 3, ((3, 5),)),)))
+    e.apply([placed("o1", ts=IN_WINDOW), placed("o2", agent="a2", ts=IN_WINDOW + 1),
+             completed("o1", ts=IN_WINDOW + 10), closed("o1", ts=IN_WINDOW + 20),
+             closed("o2", ts=IN_WINDOW + 30), completed("o2", ts=IN_WINDOW + 40)])
+    got = {c.order_id: (c.state, c.ts, c.settled_ts, c.revoked_ts)
+           for c in without_v2(engine_url, e.claims())}
+    want = {"o1": ("revoked", IN_WINDOW, IN_WINDOW + 10, IN_WINDOW + 20),
+            "o2": ("revoked", IN_WINDOW + 1, 0, IN_WINDOW + 30)}
+    if lacks_v2(engine_url):
+        want = {k: (*v[:2], 0, 0) for k, v in want.items()}
+    assert got == want
+
+
+def test_settle_on_placed_settles_at_the_placed_ts(make_engine, engine_url):
+    if lacks_v2(engine_url):
+        pytest.xfail("the Redis engine does not keep claim timestamps yet")
+    e = make_engine(make_campaign(settle_on="placed"))
+    e.apply([placed("o1", ts=IN_WINDOW + 3)])
+    (claim,) = e.claims()
+    assert (claim.state, claim.settled_ts, claim.revoked_ts) == ("confirmed", IN_WINDOW + 3, 0)
+
+
+def test_spent_points_taken_back_refuse_redemptions_until_positive(make_engine):
+    e = make_engine(make_campaign(regions=((1, 3, ((3, 10),)),), settle_on="placed",
+                                  prizes=(("mug", 10, 5),)))
+    e.apply([placed("o1")])
+    assert e.redeem("r1", "a1", "mug", ts=IN_WINDOW) == Out.REDEEMED
+    assert outcomes(e, [closed("o1")]) == [Out.REVOKED]  # a return after the points were spent
+    assert e.balance("a1") == Balance(confirmed=0, redeemed=10)
+    assert e.balance("a1").available == -10
+    e.apply([placed("o2")])
+    assert e.balance("a1").available == 0
+    assert e.redeem("r2", "a1", "mug", ts=IN_WINDOW) == Out.INSUFFICIENT_POINTS
+    e.apply([placed("o3")])
+    assert e.redeem("r3", "a1", "mug", ts=IN_WINDOW) == Out.REDEEMED
+    assert e.balance("a1") == Balance(confirmed=20, redeemed=20)
+    assert e.stock() == {"mug": 3}

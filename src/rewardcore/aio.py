@@ -39,6 +39,7 @@ from .errors import RewardcoreError
 from .events import Event
 
 T = TypeVar("T")
+_COLUMNS = Decisions.__slots__  # every column of the decisions, each caller gets its slice
 
 __all__ = ["AsyncEngine", "EngineClosed", "waits_on_io"]
 
@@ -228,11 +229,12 @@ class AsyncEngine:
             if not group[0].future.cancelled():
                 group[0].future.set_result(decisions)
             return
+        columns = [getattr(decisions, name) for name in _COLUMNS]
         at = 0
         for it in group:
             n = len(it.events)
             if not it.future.cancelled():
-                it.future.set_result(_slice(decisions, at, at + n))
+                it.future.set_result(Decisions(*[col[at:at + n] for col in columns]))
             at += n
 
     # -- stopping ---------------------------------------------------------------------------
@@ -264,11 +266,6 @@ class AsyncEngine:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-
-def _slice(d: Decisions, a: int, b: int) -> Decisions:
-    # every column of the decisions, whatever columns Decisions has
-    return Decisions(*(getattr(d, column)[a:b] for column in Decisions.__slots__))
 
 
 def _set_exception(fut: asyncio.Future[Any], exc: BaseException) -> None:

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 
+from . import __version__
 from ._files import write_output
 from .backends import open_engine
 from .campaign import load_campaign
@@ -24,8 +25,8 @@ DEFAULT_BACKEND = "memory://"
 _COMMAND_MODULES: tuple[str, ...] = (
     "rewardcore.review.commands",
     "rewardcore.daemon.cli",
-    "rewardcore.benchmark",
-    "rewardcore.loadtest",
+    "rewardcore.capacity.commands",  # bench, loadtest: their code loads when they run
+    "rewardcore.examples",
     "rewardcore.backends.commands",
 )
 
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rewardcore",
         description="Order ingestion and \"first N orders earn points\" claims at peak load.")
+    parser.add_argument("--version", action="version", version=f"rewardcore {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("replay", help="apply a JSON-lines event stream and export the state")

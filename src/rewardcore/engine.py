@@ -25,7 +25,11 @@ CLAIM_STATES: tuple[ClaimState, ...] = ("pending", "confirmed", "revoked")
 
 
 class Claim(msgspec.Struct, frozen=True):
-    """A slot won by an order. `ts` is the order's time, kept so winners can be checked."""
+    """A slot won by an order. `ts` is the order's time, kept so winners can be checked;
+    `rank` the order's place among the region's orders that reached slot choice (1-based);
+    `settled_ts` when it was confirmed (the `completed` event's ts, or the placed event's when
+    it was confirmed at once: settle_on = placed, or completed before it was placed) and
+    `revoked_ts` when it was revoked (the `closed` event's ts); 0 where that did not happen."""
 
     order_id: str
     region: int
@@ -34,6 +38,9 @@ class Claim(msgspec.Struct, frozen=True):
     beneficiary: str
     state: ClaimState
     ts: int
+    rank: int = 0
+    settled_ts: int = 0
+    revoked_ts: int = 0
 
 
 class Balance(msgspec.Struct, frozen=True):
@@ -84,18 +91,25 @@ class Decisions:
 
     `outcome` holds `Outcome` codes; `slot` and `points` describe the claim that was
     awarded, revoked or confirmed (0 otherwise; for a redemption, `points` is what it cost).
+    `rank` is, for a `placed` event that reached slot choice (awarded, sold_out,
+    budget_exhausted), its 1-based place among the region's orders that did; 0 for every
+    other event, a duplicate `placed` included (it did not reach slot choice; the claim of the
+    first delivery keeps its rank).
     """
 
-    __slots__ = ("outcome", "slot", "points")
+    __slots__ = ("outcome", "slot", "points", "rank")
 
-    def __init__(self, outcome: np.ndarray, slot: np.ndarray, points: np.ndarray) -> None:
+    def __init__(self, outcome: np.ndarray, slot: np.ndarray, points: np.ndarray,
+                 rank: np.ndarray | None = None) -> None:
         self.outcome = outcome
         self.slot = slot
         self.points = points
+        self.rank = np.zeros(len(outcome), np.int64) if rank is None else rank
 
     @classmethod
     def empty(cls, n: int) -> Decisions:
-        return cls(np.zeros(n, np.uint8), np.zeros(n, np.int32), np.zeros(n, np.int32))
+        return cls(np.zeros(n, np.uint8), np.zeros(n, np.int32), np.zeros(n, np.int32),
+                   np.zeros(n, np.int64))
 
     def __len__(self) -> int:
         return len(self.outcome)
@@ -265,7 +279,7 @@ class Engine(abc.ABC):
             },
             "claims": [
                 {"beneficiary": c.beneficiary, "order_id": c.order_id, "points": c.points,
-                 "region": c.region, "slot": c.slot, "state": c.state}
+                 "rank": c.rank, "region": c.region, "slot": c.slot, "state": c.state}
                 for c in claims
             ],
             "outcomes": {o.label: counts[o] for o in PLACED_OUTCOMES if counts.get(o)},

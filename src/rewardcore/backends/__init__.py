@@ -18,6 +18,7 @@ import importlib
 import os
 from urllib.parse import urlsplit
 
+from .._url import redact_url
 from ..campaign import Campaign, load_campaign
 from ..engine import Engine
 from ..errors import ConfigError
@@ -56,7 +57,7 @@ def engine_class(url: str) -> type[Engine]:
     target = _BACKENDS.get(scheme)
     if target is None:
         raise ConfigError(
-            f"backend URL {url!r}: unknown scheme {scheme!r}; "
+            f"backend URL {redact_url(url)!r}: unknown scheme {scheme!r}; "
             f"expected one of {', '.join(s + '://' for s in backend_schemes())}"
         )
     if parts is not None and not parts.netloc and parts.path not in ("", "/"):

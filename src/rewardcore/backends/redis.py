@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
 
+from .._url import redact_url
 from ..campaign import Campaign
 from ..engine import Balance, Claim, Decisions, Engine, RegionStatus, Summary
 from ..errors import BackendError, ConfigError
@@ -134,15 +135,15 @@ class RedisEngine(Engine):
                     opts[key] = value if key == "prefix" else (
                         int(value) if key == "buckets" else float(value))
                 except ValueError:
-                    raise ConfigError(f"backend URL {_safe(url)}: {key}={value!r} is not a "
+                    raise ConfigError(f"backend URL {redact_url(url)}: {key}={value!r} is not a "
                                       "number") from None
             else:
                 rest.append((key, value))
         if not parts.hostname:
-            raise ConfigError(f"backend URL {_safe(url)}: needs a host, e.g. "
+            raise ConfigError(f"backend URL {redact_url(url)}: needs a host, e.g. "
                               f"{parts.scheme}://127.0.0.1:6379")
         if cluster and parts.path not in ("", "/", "/0"):
-            raise ConfigError(f"backend URL {_safe(url)}: a cluster has only database 0")
+            raise ConfigError(f"backend URL {redact_url(url)}: a cluster has only database 0")
         plain = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(rest), ""))
         return cls(campaign, plain, cluster=cluster, **opts)
 
@@ -568,12 +569,6 @@ def _as_dict(reply: Any) -> dict[str, str]:
 def _glob_escape(text: str) -> str:
     return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
-
-def _safe(url: str) -> str:
-    if "@" in url:
-        scheme, _, rest = url.partition("://")
-        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
-    return url
 
 
 __all__ = ["RedisEngine", "RedisClusterEngine", "BackendError"]

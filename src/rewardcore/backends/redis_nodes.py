@@ -35,6 +35,7 @@ from redis.exceptions import (
 )
 from redis.retry import Retry
 
+from .._url import redact_url
 from ..errors import BackendError
 
 SCRIPT_NAMES = ("mark_orders", "decide_claims", "grant_capacity", "settle_claims",
@@ -99,11 +100,11 @@ class Nodes:
             else:
                 self._rc = None
                 client = redis.Redis.from_url(url, **opts)
-                self._single = _Node(_safe_url(url), client.connection_pool)
+                self._single = _Node(redact_url(url), client.connection_pool)
             for node in self.all_nodes():
                 node.load()
         except RedisError as exc:
-            raise BackendError(f"redis {_safe_url(url)}: cannot connect and load scripts: "
+            raise BackendError(f"redis {redact_url(url)}: cannot connect and load scripts: "
                                f"{exc}") from exc
 
     # -- topology -------------------------------------------------------------------------
@@ -254,10 +255,3 @@ class Nodes:
 def _names(nodes: Any) -> str:
     return ",".join(sorted(n.name for n in nodes))
 
-
-def _safe_url(url: str) -> str:
-    """The URL without a password, for messages."""
-    if "@" in url:
-        scheme, _, rest = url.partition("://")
-        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
-    return url

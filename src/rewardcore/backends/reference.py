@@ -17,7 +17,10 @@ from ..engine import Balance, Claim, ClaimState, Decisions, Engine
 from ..events import Closed, Completed, Event, Placed, Redeem, validate_batch
 from ..outcomes import Outcome
 
-_PLACED, _TOMBSTONE = "placed", "tombstone"
+# What is remembered of an order id: placed, or (arriving before it was placed) closed or
+# completed. An early close makes the later placed `closed`; an early completion makes the
+# later claim confirmed at once, so a stream delivered out of order, or twice, ends alike.
+_PLACED, _TOMBSTONE, _COMPLETED = "placed", "tombstone", "completed"
 
 
 @dataclass
@@ -29,6 +32,9 @@ class _Claim:
     beneficiary: str
     state: ClaimState
     ts: int
+    rank: int
+    settled_ts: int = 0
+    revoked_ts: int = 0
 
 
 class ReferenceEngine(Engine):
@@ -40,9 +46,10 @@ class ReferenceEngine(Engine):
         self.reset()
 
     def reset(self) -> None:
-        self._orders: dict[str, str] = {}  # order_id -> _PLACED | _TOMBSTONE
+        self._orders: dict[str, str] = {}  # order_id -> _PLACED | _TOMBSTONE | _COMPLETED
         self._claim_of: dict[str, _Claim] = {}
         self._used: Counter[int] = Counter()  # region -> never-used slots handed out so far
+        self._ranked: Counter[int] = Counter()  # region -> placed events that reached step 7
         self._released: dict[int, list[int]] = {}  # region -> min-heap of released slots
         self._awarded_points = 0  # points of non-revoked claims (the budget's measure)
         self._held: Counter[str] = Counter()  # beneficiary -> non-revoked claims
@@ -59,7 +66,7 @@ class ReferenceEngine(Engine):
         out = Decisions.empty(len(events))
         for i, ev in enumerate(events):
             if isinstance(ev, Placed):
-                outcome, slot, points = self._placed(ev)
+                outcome, slot, points, out.rank[i] = self._placed(ev)
                 self._outcomes[outcome] += 1
             elif isinstance(ev, Closed):
                 outcome, slot, points = self._closed(ev)
@@ -71,56 +78,61 @@ class ReferenceEngine(Engine):
             out.outcome[i], out.slot[i], out.points[i] = outcome, slot, points
         return out
 
-    def _placed(self, e: Placed) -> tuple[Outcome, int, int]:
+    def _placed(self, e: Placed) -> tuple[Outcome, int, int, int]:
+        """(outcome, slot, points, rank) of a placed event; rank 0 before step 7."""
         c = self.campaign
         seen = self._orders.get(e.order_id)
         if seen == _PLACED:
-            return Outcome.DUPLICATE, 0, 0
+            return Outcome.DUPLICATE, 0, 0, 0
         self._orders[e.order_id] = _PLACED  # a redelivery of this event is now a duplicate
         if seen == _TOMBSTONE:
-            return Outcome.CLOSED, 0, 0
+            return Outcome.CLOSED, 0, 0, 0
         if not c.starts_ms <= e.ts < c.ends_ms:
-            return Outcome.OUTSIDE_WINDOW, 0, 0
+            return Outcome.OUTSIDE_WINDOW, 0, 0, 0
         region = c.region_by_code.get(e.region)
         if region is None:
-            return Outcome.NO_REWARD_REGION, 0, 0
+            return Outcome.NO_REWARD_REGION, 0, 0, 0
         if e.paid_cents < c.info.min_paid_cents:
-            return Outcome.BELOW_MIN_PAID, 0, 0
+            return Outcome.BELOW_MIN_PAID, 0, 0, 0
         who = e.merchant_id if c.pays_merchant else e.agent_id
         cap = c.info.max_claims_per_beneficiary
         if cap and self._held[who] >= cap:
-            return Outcome.BENEFICIARY_CAP, 0, 0
+            return Outcome.BENEFICIARY_CAP, 0, 0, 0
         region_cap = c.info.max_claims_per_beneficiary_per_region
         if region_cap and self._held_in_region[who, region.code] >= region_cap:
-            return Outcome.BENEFICIARY_REGION_CAP, 0, 0
+            return Outcome.BENEFICIARY_REGION_CAP, 0, 0, 0
 
+        self._ranked[region.code] += 1
+        rank = self._ranked[region.code]
         released = self._released.setdefault(region.code, [])
         if released:
             slot = released[0]
         elif self._used[region.code] < region.slots:
             slot = self._used[region.code] + 1
         else:
-            return Outcome.SOLD_OUT, 0, 0
+            return Outcome.SOLD_OUT, 0, 0, rank
         points = region.points_for(slot)
         budget = c.info.budget_points
         if budget and self._awarded_points + points > budget:
-            return Outcome.BUDGET_EXHAUSTED, 0, 0  # the slot stays where it was
+            return Outcome.BUDGET_EXHAUSTED, 0, 0, rank  # the slot stays where it was
 
         if released:
             heapq.heappop(released)
         else:
             self._used[region.code] += 1
-        state: ClaimState = "confirmed" if c.settles_on_placed else "pending"
+        at_once = c.settles_on_placed or seen == _COMPLETED
+        state: ClaimState = "confirmed" if at_once else "pending"
         self._claim_of[e.order_id] = _Claim(e.order_id, region.code, slot, points, who, state,
-                                            e.ts)
+                                            e.ts, rank, e.ts if at_once else 0)
         self._awarded_points += points
         self._held[who] += 1
         self._held_in_region[who, region.code] += 1
         (self._confirmed if state == "confirmed" else self._pending)[who] += points
-        return Outcome.AWARDED, slot, points
+        return Outcome.AWARDED, slot, points, rank
 
     def _closed(self, e: Closed) -> tuple[Outcome, int, int]:
-        if e.order_id not in self._orders:
+        seen = self._orders.get(e.order_id)
+        if seen is None or seen == _COMPLETED:  # never placed: the close wins
             self._orders[e.order_id] = _TOMBSTONE
             return Outcome.TOMBSTONED, 0, 0
         claim = self._claim_of.get(e.order_id)
@@ -129,6 +141,9 @@ class ReferenceEngine(Engine):
         who = claim.beneficiary
         (self._confirmed if claim.state == "confirmed" else self._pending)[who] -= claim.points
         claim.state = "revoked"
+        claim.revoked_ts = e.ts
+        # A confirmed claim may already be spent: `available` then goes below zero and
+        # redemptions are refused until it is positive again.
         self._awarded_points -= claim.points
         self._held[who] -= 1
         self._held_in_region[who, claim.region] -= 1
@@ -137,10 +152,16 @@ class ReferenceEngine(Engine):
         return Outcome.REVOKED, claim.slot, claim.points
 
     def _completed(self, e: Completed) -> tuple[Outcome, int, int]:
+        if e.order_id not in self._orders:
+            # Nothing visible changes (so `unchanged`), but the claim, if the order is
+            # awarded later, is confirmed at once.
+            self._orders[e.order_id] = _COMPLETED
+            return Outcome.UNCHANGED, 0, 0
         claim = self._claim_of.get(e.order_id)
         if claim is None or claim.state != "pending":
             return Outcome.UNCHANGED, 0, 0
         claim.state = "confirmed"
+        claim.settled_ts = e.ts
         self._pending[claim.beneficiary] -= claim.points
         self._confirmed[claim.beneficiary] += claim.points
         return Outcome.CONFIRMED, claim.slot, claim.points
@@ -166,7 +187,8 @@ class ReferenceEngine(Engine):
 
     # -- views ------------------------------------------------------------------------------
     def claims(self) -> list[Claim]:
-        return [Claim(c.order_id, c.region, c.slot, c.points, c.beneficiary, c.state, c.ts)
+        return [Claim(c.order_id, c.region, c.slot, c.points, c.beneficiary, c.state, c.ts,
+                      c.rank, c.settled_ts, c.revoked_ts)
                 for c in self._claim_of.values()]
 
     def balances(self) -> dict[str, Balance]:

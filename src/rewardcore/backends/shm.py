@@ -55,7 +55,16 @@ import numpy as np
 from .. import _shm
 from .._url import BackendURL
 from ..campaign import Campaign
-from ..engine import Balance, Claim, Decisions, Engine, Position, RegionStatus, Resumable
+from ..engine import (
+    Balance,
+    Claim,
+    Decisions,
+    Engine,
+    Position,
+    RegionStatus,
+    Resumable,
+    Summary,
+)
 from ..errors import BackendError, ConfigError
 from ..events import Event
 from ..outcomes import Outcome
@@ -528,6 +537,21 @@ class ShmEngine(Resumable, Engine):
         slots, taken, remaining = counts
         tiers = tuple((t.upto, t.points) for t in self.campaign.region_by_code[code].tiers)
         return RegionStatus(code, slots, taken, remaining, tiers)
+
+    def summary(self) -> Summary:
+        # Counters and arrays only, under one short hold of the lock; claims by state would
+        # mean reading every claim (with its order id) while every worker waits.
+        with self._locked():
+            core = self.core
+            used = int(core.counters()["awarded_points"])
+            _, pending, confirmed, redeemed = core.balance_rows()
+            stock = core.stock_array()
+            left = tuple(core.region_counts(r.code)[2] for r in self.campaign.regions)
+        return Summary(
+            left, {p.id: int(stock[k]) for k, p in enumerate(self.campaign.prizes)}, used,
+            points={"pending": int(pending.sum()), "confirmed": int(confirmed.sum()),
+                    "redeemed": int(redeemed.sum())},
+            beneficiaries=int(np.count_nonzero((pending != 0) | (confirmed != 0))))
 
     def stats(self) -> dict[str, Any]:
         """Sizes, capacities and lock statistics of the segment."""

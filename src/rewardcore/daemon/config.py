@@ -10,8 +10,9 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
+from .._url import redact_url
 from ..errors import ConfigError
 
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2,
@@ -65,12 +66,8 @@ class StreamSource:
     url: str = ""  # as given
 
     def redacted(self) -> str:
-        """The URL as given (every parameter) with its password replaced by ***, for logs."""
-        parts = urlsplit(self.url)
-        if parts.password is None:
-            return self.url
-        netloc = f"{parts.username or ''}:***@{parts.netloc.rpartition('@')[2]}"
-        return urlunsplit(parts._replace(netloc=netloc))
+        """The URL as given, without its secrets, for logs."""
+        return redact_url(self.url)
 
 
 _STREAM_INTS = {"db": 0, "batch": 256, "block": 1000, "claim_idle": 30_000, "claim_every": 5_000,
@@ -79,36 +76,37 @@ _STREAM_INTS = {"db": 0, "batch": 256, "block": 1000, "claim_idle": 30_000, "cla
 
 def parse_stream_url(url: str) -> StreamSource:
     """`redis-stream://[user:pass@]host:port/STREAM?group=G[&consumer=C&...]`."""
+    shown = redact_url(url)  # every message below names the URL without its secrets
     parts = urlsplit(url)
     if parts.scheme != "redis-stream":
-        raise ConfigError(f"--source {url!r}: expected redis-stream://host:port/STREAM?group=G")
+        raise ConfigError(f"--source {shown!r}: expected redis-stream://host:port/STREAM?group=G")
     stream = unquote(parts.path.lstrip("/"))
     if not stream:
-        raise ConfigError(f"--source {url!r}: the stream name (the URL's path) is missing")
+        raise ConfigError(f"--source {shown!r}: the stream name (the URL's path) is missing")
     query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
     known = {"group", "consumer", "out", "dead", "start", *_STREAM_INTS}
     unknown = sorted(set(query) - known)
     if unknown:
-        raise ConfigError(f"--source {url!r}: unknown parameter {unknown[0]!r}; "
+        raise ConfigError(f"--source {shown!r}: unknown parameter {unknown[0]!r}; "
                           f"expected {', '.join(sorted(known))}")
     group = query.get("group")
     if not group:
-        raise ConfigError(f"--source {url!r}: group=NAME is required (the consumer group)")
+        raise ConfigError(f"--source {shown!r}: group=NAME is required (the consumer group)")
     ints: dict[str, int] = {}
     for name, default in _STREAM_INTS.items():
         try:
             ints[name] = int(query.get(name, default))
         except ValueError:
-            raise ConfigError(f"--source {url!r}: {name} must be an integer") from None
+            raise ConfigError(f"--source {shown!r}: {name} must be an integer") from None
         if ints[name] < 0 or (ints[name] == 0 and name in ("batch", "max_deliveries")):
-            raise ConfigError(f"--source {url!r}: {name} must be positive")
+            raise ConfigError(f"--source {shown!r}: {name} must be positive")
     start = query.get("start", "0")
     if start not in ("0", "$"):
-        raise ConfigError(f"--source {url!r}: start must be 0 (whole stream) or $ (new entries)")
+        raise ConfigError(f"--source {shown!r}: start must be 0 (whole stream) or $ (new entries)")
     try:
         port = parts.port or 6379
     except ValueError:
-        raise ConfigError(f"--source {url!r}: the port is not a number") from None
+        raise ConfigError(f"--source {shown!r}: the port is not a number") from None
     return StreamSource(
         host=parts.hostname or "127.0.0.1", port=port, db=ints["db"],
         username=unquote(parts.username) if parts.username else None,
@@ -140,6 +138,15 @@ class DaemonConfig:
     engine_thread: str = "auto"  # auto | on | off: run engine calls in a dedicated thread
     log_every: float = 0.0  # seconds between stats lines; 0 = none
     access_log: bool = False  # one JSON line per HTTP request
+    read_token: str = ""  # may only read the views; "" = none
+    public_winners: bool = False  # GET /v1/winners without a token
+    header_timeout: float = 10.0  # seconds to deliver a request's headers
+    body_timeout: float = 30.0  # seconds to deliver a request's whole body
+    keep_alive: float = 5.0  # seconds an idle keep-alive connection stays open
+    max_header: int = 16 * 1024  # bytes of request line and headers
+    max_connections: int = 1000  # open connections at most
+    max_rejects_shown: int = 20  # rejected events an answer lists in full
+    dead_letter_raw: int = 1024**2  # bytes of each rejected event kept in the file
 
 
 # -- the environment ------------------------------------------------------------------------

@@ -68,7 +68,7 @@ def reason_class(reason: str) -> str:
 class Metrics:
     """Every metric the daemon exports; `record` is called once per engine batch."""
 
-    def __init__(self, campaign: Campaign | str, backend: str, engine: str = "") -> None:
+    def __init__(self, campaign: Campaign, backend: str, engine: str = "") -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.outcomes = [0] * _N_OUTCOMES  # by Outcome code
         # Regions whose latest `placed` was answered sold_out (True) or awarded (False).
@@ -76,10 +76,9 @@ class Metrics:
         self.sold_out: dict[int, bool] = {}
         #: the engine's latest summary, refreshed by the /metrics handler before a render
         self.summary: Summary | None = None
-        self.campaign = campaign if isinstance(campaign, Campaign) else None
-        campaign_id = campaign.id if isinstance(campaign, Campaign) else campaign
+        self.campaign = campaign
         r = self.registry
-        r.register(_EngineCollector(self, campaign_id, backend))
+        r.register(_EngineCollector(self, campaign.id, backend))
         # The standard collectors (process_*: CPU, memory, descriptors; python_*): the same
         # objects prometheus-client registers globally, here in the daemon's own registry.
         for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
@@ -182,7 +181,7 @@ class _EngineCollector:
         yield GaugeMetricFamily("rewardcore_sold_out_regions", "Regions whose latest placed "
                                 "order was answered sold_out",
                                 value=sum(self.m.sold_out.values()))
-        if self.m.campaign is not None and self.m.summary is not None:
+        if self.m.summary is not None:
             yield from _campaign_families(self.m.campaign, self.m.summary)
 
 

@@ -122,6 +122,7 @@ class ReviewData(msgspec.Struct):
     negative_available: int = 0
     #: participants of the campaign's kind who placed an order (0 when unknown)
     active: int = 0
+    on_close: str = "release"
 
     def figures(self) -> dict[str, Any]:
         """The headline numbers, as the report embeds them for machines."""
@@ -417,4 +418,5 @@ def collect(engine: Engine, participants: int = 0, series: Series | None = None,
         population=dict(population or {}),
         negative_available=sum(b.available < 0 for b in balances.values()),
         active=len(tracker.placers) if tracker is not None else 0,
+        on_close=campaign.info.on_close,
     )

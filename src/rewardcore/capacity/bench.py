@@ -13,15 +13,17 @@ and the memory engine's replay;
   memory     the Cython engine: decode + claims, the claim step at several batch sizes,
              bytes per remembered order id (--memory-orders)
   durable    memory:///dir with an fsync per batch and without, against the memory engine
-  shm        shm://NAME replayed by 1 and 2 worker processes (2 >= 1.6 x 1, issue 4)
+  shm        shm://NAME replayed by 1 and 2 worker processes (2 >= 1.6 x 1)
   redis      one local redis-server: claims into open regions, into sold-out regions
              (against the memory engine on the same events), redis-benchmark INCR -P 64
   cluster    the same on a 3-master Redis Cluster
+  aio        rewardcore.aio: 1,000 concurrent single-order callers against one order per
+             synchronous call, on memory:// and (with redis-server) redis://; p99 per call
 
 The events are generated once (traffic.generate, seed 11). Timed rows are measured
 alternately, round after round (--repeat), and the best of each kept, so a noisy neighbour
 on a shared machine hurts every row alike; the spread (slowest/fastest - 1) is printed
-with each. Each row carries its ratio to the budget of DESIGN.md it answers to; a missed
+with each. Each row carries its ratio to the budget of docs/design.md it answers to; a missed
 budget is printed as MISSED, never hidden, and makes the exit code 1 (unless --no-fail); a
 row whose measurement fails says ERROR and why, the others go on, and the exit code is 2.
 A backend that is not installed or registered gets a "skipped" row that says why.
@@ -50,25 +52,23 @@ import msgspec
 import numpy as np
 import orjson
 
-from . import load_campaign, open_engine
-from .backends import backend_schemes
-from .campaign import Campaign, RegionSpec, Tier
-from .codec import DEFAULT_BATCH, read_jsonl
-from .events import Event, Placed
-from .outcomes import Outcome
-from .traffic import TrafficShape, generate
+from .. import load_campaign, open_engine
+from ..backends import backend_schemes
+from ..campaign import Campaign, RegionSpec, Tier
+from ..codec import read_jsonl
+from ..events import Event, Placed
+from ..outcomes import Outcome
+from ..traffic import TrafficShape, generate
+from . import source_version
+from .commands import GROUPS, add_bench_arguments
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-DEFAULT_CAMPAIGN = ROOT / "examples" / "d11-2026.toml"
-
-GROUPS = ("decode", "reference", "memory", "durable", "shm", "redis", "cluster")
 #: Groups whose rows are the baselines of another group's ratios.
 # durable and shm also bring the memory engine's replay row (their ratios divide by it)
 NEEDS = {"memory": ("decode", "reference"), "durable": ("decode",), "shm": ("decode",)}
 
-REDIS_OPEN_GOAL = 300_000  # claims/s into open regions, on one local Redis (DESIGN.md)
+REDIS_OPEN_GOAL = 300_000  # claims/s into open regions, on one local Redis (docs/design.md)
 REDIS_SOLDOUT_GOAL = 0.8  # x the memory engine once regions are sold out
-SHM_SCALING_GOAL = 1.6  # 2 workers vs 1 (issue 4)
+SHM_SCALING_GOAL = 1.6  # 2 workers vs 1
 
 
 class Row(msgspec.Struct):
@@ -337,7 +337,7 @@ def group_memory(b: Bench) -> None:
 
 def order_table_bytes(campaign: Campaign, orders: int) -> Row:
     """Bytes per remembered order id: the order table's size over the orders it holds."""
-    from ._engine import MemoryCore
+    from .._engine import MemoryCore
 
     core = MemoryCore(campaign, 0)
     step = 100_000
@@ -356,7 +356,7 @@ def order_table_bytes(campaign: Campaign, orders: int) -> Row:
 
 def group_durable(b: Bench) -> None:
     """memory:///dir: the replay of 'memory engine: decode + claims', made durable (a
-    write-ahead log in a directory), with an fsync per batch and with none. DESIGN.md sets
+    write-ahead log in a directory), with an fsync per batch and with none. docs/design.md sets
     no budget here: the ratio to the plain memory engine is the cost of durability."""
     name = "durable memory:///dir"
     if not _durable_available(b):
@@ -392,7 +392,7 @@ def _filesystem(path: Path) -> str:
 
 
 def _durable_available(b: Bench) -> bool:
-    from .errors import ConfigError
+    from ..errors import ConfigError
     try:
         open_engine(b.campaign, f"memory://{b.tmp / 'probe'}").close()
     except ConfigError:
@@ -408,11 +408,8 @@ def group_shm(b: Bench) -> None:
     if "shm" not in backend_schemes():
         b.skip("shm", "shm:// engine", "the shm:// backend is not registered")
         return
-    try:
-        from .replay import replay_file
-    except ImportError:
-        b.skip("shm", "shm:// engine", "rewardcore.replay is not installed")
-        return
+    from ..replay import replay_file
+
     add_memory_replay(b, "shm")
     base = None
     for workers in b.args.shm_workers:
@@ -609,7 +606,7 @@ def group_redis(b: Bench) -> None:
         return
     import redis
 
-    from .redis_servers import RedisServer
+    from ..redis_servers import RedisServer
 
     server = RedisServer().start()
     b.stack.callback(server.close)
@@ -628,7 +625,7 @@ def group_cluster(b: Bench) -> None:
                else "the redis+cluster:// backend is not registered")
         b.skip("cluster", label, why)
         return
-    from .redis_servers import RedisCluster
+    from ..redis_servers import RedisCluster
 
     cluster = RedisCluster(b.args.masters)
     b.stack.callback(cluster.close)
@@ -639,9 +636,78 @@ def group_cluster(b: Bench) -> None:
                      True, f"{label}: claims, open regions", pids)
 
 
+def _aio_rows(b: Bench, label: str, url: str, orders: list[Event], reset: Callable[[], None],
+              callers: int = 1000) -> None:
+    """One order per call, synchronously, against `callers` asyncio tasks each awaiting one
+    order at a time through one AsyncEngine (whose worker merges them)."""
+    import asyncio
+
+    from ..aio import AsyncEngine
+
+    p99: dict[str, list[float]] = {}
+
+    def sync() -> int:
+        engine = open_engine(b.campaign, url)
+        lat = []
+        for ev in orders:
+            t = time.perf_counter()
+            engine.apply([ev])
+            lat.append(time.perf_counter() - t)
+        engine.close()
+        p99.setdefault("sync", []).append(float(np.percentile(lat, 99)))
+        return len(orders)
+
+    async def concurrent() -> list[float]:
+        engine = AsyncEngine(open_engine(b.campaign, url))
+        lat: list[float] = []
+
+        async def caller(mine: list[Event]) -> None:
+            for ev in mine:
+                t = time.perf_counter()
+                await engine.apply([ev])
+                lat.append(time.perf_counter() - t)
+
+        await asyncio.gather(*(caller(orders[k::callers]) for k in range(callers)))
+        await engine.aclose()
+        return lat
+
+    def merged() -> int:
+        lat = asyncio.run(concurrent())
+        p99.setdefault("aio", []).append(float(np.percentile(lat, 99)))
+        return len(orders)
+
+    def note(kind: str) -> Callable[[], str]:
+        return lambda: (f"p99 per call {np.median(p99.get(kind, [0])) * 1e3:.3f} ms "
+                        "(median of rounds)")
+
+    sync_name = f"{label}: 1 order per synchronous apply"
+    b.add(Measure(sync_name, "aio", sync, setup=reset, note=note("sync")))
+    b.add(Measure(f"{label}: aio, {callers:,} concurrent 1-order callers", "aio", merged,
+                  setup=reset, base=sync_name, note=note("aio")))
+
+
+def group_aio(b: Bench) -> None:
+    orders = [ev for batch in b.claim_batches() for ev in batch]
+    _aio_rows(b, "memory://", b.presized, orders, lambda: None)
+    if shutil.which("redis-server") is None:
+        b.skip("aio", "redis:// aio rows", "redis-server not found")
+        return
+    import redis
+
+    from ..redis_servers import RedisServer
+
+    server = RedisServer().start()
+    b.stack.callback(server.close)
+    client = redis.Redis(host="127.0.0.1", port=server.port)
+    b.stack.callback(client.close)
+    # one round trip per synchronous order: a tenth of the orders keeps the row short
+    _aio_rows(b, "redis://", server.url, orders[:max(1, len(orders) // 10)], client.flushall)
+
+
 GROUP_FUNCS: dict[str, Callable[[Bench], None]] = {
     "decode": group_decode, "reference": group_reference, "memory": group_memory,
     "durable": group_durable, "shm": group_shm, "redis": group_redis, "cluster": group_cluster,
+    "aio": group_aio,
 }
 
 
@@ -659,61 +725,9 @@ def expand_groups(only: Sequence[str]) -> list[str]:
 
 # -- command line ---------------------------------------------------------------------------
 
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected positive integers")
-    return values
-
-
-def _groups(text: str) -> list[str]:
-    names = [x.strip() for x in text.split(",") if x.strip()]
-    bad = [x for x in names if x not in GROUPS]
-    if bad or not names:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: unknown group {bad[0] if bad else ''!r}; expected some of "
-            f"{','.join(GROUPS)}")
-    return names
-
-
-def add_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--campaign", default=str(DEFAULT_CAMPAIGN))
-    ap.add_argument("--only", type=_groups, default=list(GROUPS), metavar="GROUPS",
-                    help=f"comma-separated row groups (default all): {','.join(GROUPS)}")
-    ap.add_argument("--orders", type=int, default=400_000,
-                    help="orders in the generated stream (default 400,000)")
-    ap.add_argument("--batch", type=int, default=4096,
-                    help="events per batch for every row (the memory engine's replay default is "
-                         f"{DEFAULT_BATCH}: pass --batch {DEFAULT_BATCH} to measure that)")
-    ap.add_argument("--batch-sizes", type=_int_list, default=[64, 512, 16384],
-                    metavar="N,N", help="more claim-step batch sizes (default 64,512,16384)")
-    ap.add_argument("--repeat", type=int, default=3, help="rounds; the best of each row is kept")
-    ap.add_argument("--memory-orders", type=int, default=10_000_000,
-                    help="orders for the bytes-per-order row (0 to skip)")
-    ap.add_argument("--redis-orders", type=int, default=50_000,
-                    help="claims per Redis row, the first new in-region orders of the stream")
-    ap.add_argument("--redis-benchmark-requests", type=int, default=2_000_000)
-    ap.add_argument("--masters", type=int, default=3, help="Redis Cluster masters (default 3)")
-    ap.add_argument("--durable-dir", default=None,
-                    help="where the durable rows write their logs (default: the temp dir)")
-    ap.add_argument("--shm-workers", type=_int_list, default=[1, 2], metavar="N,N")
-    ap.add_argument("--json", help="also write the rows as JSON here")
-    ap.add_argument("--no-fail", action="store_true",
-                    help="exit 0 even when a budget is MISSED (for smoke runs)")
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="measure throughput against the budgets of DESIGN.md")
-    add_arguments(p)
-    p.set_defaults(func=run)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    add_arguments(ap)
+    add_bench_arguments(ap)
     return run(ap.parse_args(argv))
 
 
@@ -751,23 +765,6 @@ def run(args: argparse.Namespace) -> int:
     if missed and not args.no_fail:
         return 1
     return 0
-
-
-def source_version() -> str:
-    """The checkout's commit (and how many files differ from it), so a figure can be
-    traced to the code that made it; "" outside a git checkout."""
-    try:
-        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain",
-                                "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    if head.returncode != 0:
-        return ""
-    changed = len(dirty.stdout.splitlines())
-    return head.stdout.strip() + (f" + {changed} changed files" if changed else "")
 
 
 @contextlib.contextmanager
