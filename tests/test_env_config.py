@@ -102,10 +102,12 @@ def test_a_bad_variable_stops_the_start_naming_it(tmp_path: Path, monkeypatch: p
     assert "--log-every" in line["error"]
 
 
-def _wait_for(d: Daemon, event: str, n: int = 1) -> list[dict[str, Any]]:
+def _wait_for(d: Daemon, event: str, n: int = 1, **fields: Any) -> list[dict[str, Any]]:
+    """The log lines of this event (with these fields), once there are n of them."""
     deadline = time.monotonic() + 60  # a hang guard, not a timing
     while time.monotonic() < deadline:
-        found = [r for r in d.logs() if r.get("event") == event]
+        found = [r for r in d.logs() if r.get("event") == event
+                 and all(r.get(k) == v for k, v in fields.items())]
         if len(found) >= n:
             return found
         time.sleep(0.05)
@@ -170,7 +172,7 @@ def test_a_daemon_from_variables_alone_behaves_like_the_same_flags(
                 outcomes[label] = outcomes.get(label, 0) + n
         assert outcomes == answers[0][1]["counts"]
         assert all(s["events_per_s"] >= 0 and s["interval_s"] > 0 for s in stats)
-        access = [r for r in _wait_for(d, "access") if r["path"] == "/v1/events"]
+        access = _wait_for(d, "access", path="/v1/events")
         assert access[0]["method"] == "POST" and access[0]["status"] == 200
         assert d.stop(signal.SIGTERM) == 0
     outs = [(d.workdir / "state.json").read_bytes() for d in started]

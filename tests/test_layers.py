@@ -13,7 +13,7 @@ PKG = Path(__file__).resolve().parent.parent / "src" / "rewardcore"
 #: Lowest first. A part (top-level module or subpackage of rewardcore) may import from the
 #: layers below its own; only the products on top import each other (without cycles).
 LAYERS: list[set[str]] = [
-    {"errors", "outcomes", "_files", "progress"},
+    {"errors", "outcomes", "_files", "progress", "console"},
     {"_url", "events", "campaign", "examples"},
     {"codec", "traffic"},
     {"engine", "_engine", "_shm"},  # the compiled cores import rewardcore.errors only

@@ -9,11 +9,12 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]
 from prometheus_client.parser import text_string_to_metric_families
 
 from rewardcore import Campaign, Engine
@@ -32,7 +33,8 @@ __all__ = ["daemons"]  # a fixture
 
 
 def _campaign(**settings: object) -> Campaign:
-    regions = [(code, 3, ((1, 5), (3, 10))) for code in range(1, 31)]
+    regions: list[tuple[int, int, tuple[tuple[int, int], ...]]] = [
+        (code, 3, ((1, 5), (3, 10))) for code in range(1, 31)]
     regions.append((99, 10_000, ((10_000, 1),)))  # never sells out
     return make_campaign(regions, (("mug", 10, 40), ("tv", 200, 2)), **settings)
 
@@ -145,6 +147,11 @@ def _dashboard_exprs() -> list[str]:
         for t in p.get("targets", []):
             assert t["refId"] and t["expr"], p["title"]
             exprs.append(t["expr"])
+    for var in dash["templating"]["list"]:
+        if var["type"] == "query":  # label_values(SELECTOR, label)
+            m = re.fullmatch(r"label_values\((.+),\s*\w+\)", var["query"])
+            assert m, var["query"]
+            exprs.append(m.group(1))
     return exprs
 
 
@@ -163,9 +170,14 @@ def test_a_started_daemon_exports_every_metric_the_rules_and_the_dashboard_name(
     status, answer = d.post("/v1/events", body + b'{"type": "placed"}\n',
                             "application/x-ndjson")
     assert status == 200 and answer["rejected"] == 1
-    _, _, data = d.request("GET", "/metrics", token=None)
-    text = data.decode()
-    exported = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+    deadline = time.monotonic() + 60  # a hang guard: the consumer's first XINFO sets lag
+    while True:
+        _, _, data = d.request("GET", "/metrics", token=None)
+        text = data.decode()
+        exported = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+        if "rewardcore_stream_lag" in exported or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     exported.add("up")  # Prometheus's own, per target
     rules = yaml.safe_load(RULES.read_text())
     named = {n for g in rules["groups"] for r in g["rules"] for n in metric_names(r["expr"])}

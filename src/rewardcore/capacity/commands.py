@@ -59,7 +59,8 @@ def _groups(text: str) -> list[str]:
 
 
 def add_bench_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--campaign", default=str(example_path("d11-2026")))
+    ap.add_argument("--campaign", default=str(example_path("d11-2026")),
+                    help="campaign TOML file the stream is generated for")
     ap.add_argument("--only", type=_groups, default=list(GROUPS), metavar="GROUPS",
                     help=f"comma-separated row groups (default all): {','.join(GROUPS)}")
     ap.add_argument("--orders", type=int, default=400_000,
@@ -74,31 +75,36 @@ def add_bench_arguments(ap: argparse.ArgumentParser) -> None:
                     help="orders for the bytes-per-order row (0 to skip)")
     ap.add_argument("--redis-orders", type=int, default=50_000,
                     help="claims per Redis row, the first new in-region orders of the stream")
-    ap.add_argument("--redis-benchmark-requests", type=int, default=2_000_000)
+    ap.add_argument("--redis-benchmark-requests", type=int, default=2_000_000,
+                    help="requests of the redis-benchmark run the Redis rows are compared with")
     ap.add_argument("--masters", type=int, default=3, help="Redis Cluster masters (default 3)")
     ap.add_argument("--durable-dir", default=None,
                     help="where the durable rows write their logs (default: the temp dir)")
-    ap.add_argument("--shm-workers", type=_int_list, default=[1, 2], metavar="N,N")
+    ap.add_argument("--shm-workers", type=_int_list, default=[1, 2], metavar="N,N",
+                    help="worker processes of the shared-memory rows")
     ap.add_argument("--json", help="also write the rows as JSON here")
     ap.add_argument("--no-fail", action="store_true",
                     help="exit 0 even when a budget is MISSED (for smoke runs)")
 
 
 def add_loadtest_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--campaign", type=Path, default=example_path("d11-2026"))
+    ap.add_argument("--campaign", type=Path, default=example_path("d11-2026"),
+                    help="campaign TOML file the daemon serves")
     ap.add_argument("--backend", default="memory://",
                     help="daemon engine: memory:// (default), or 'redis' for the started "
                          "redis-server (redis://127.0.0.1:PORT/0)")
     ap.add_argument("--duration", type=float, default=300, help="seconds of the night")
-    ap.add_argument("--peak-users", type=int, default=40)
+    ap.add_argument("--peak-users", type=int, default=40,
+                    help="Locust users at the midnight peak")
     ap.add_argument("--users", nargs="+", default=list(USERS), choices=USERS,
                     help="Locust user classes (default all three)")
     ap.add_argument("--order-rate", type=float, default=20, help="requests/s per OrderUser")
     ap.add_argument("--batch-rate", type=float, default=1, help="requests/s per BatchUser")
-    ap.add_argument("--batch-size", type=int, default=1000)
+    ap.add_argument("--batch-size", type=int, default=1000, help="orders per BatchUser request")
     ap.add_argument("--stream-rate", type=float, default=5, help="XADD requests/s per StreamUser")
-    ap.add_argument("--stream-batch", type=int, default=100)
-    ap.add_argument("--stream", default="orders")
+    ap.add_argument("--stream-batch", type=int, default=100,
+                    help="orders per StreamUser XADD pipeline")
+    ap.add_argument("--stream", default="orders", help="Redis stream the daemon consumes")
     ap.add_argument("--p99-ms", type=float, default=100, help="p99 target of single orders")
     ap.add_argument("--batch-p99-ms", type=float, default=1000,
                     help="p99 target of batch requests (HTTP batches and stream XADDs)")
@@ -109,7 +115,10 @@ def add_loadtest_arguments(ap: argparse.ArgumentParser) -> None:
                     help="seconds in a row over target that count as broken (default 3)")
     ap.add_argument("--processes", type=int, default=0,
                     help="Locust processes (default: 1 on <= 4 CPUs, else CPUs - 3, max 4)")
-    ap.add_argument("--out", type=Path, default=Path("loadtest-report"))
+    ap.add_argument("--out", type=Path, default=Path("loadtest-report"),
+                    help="directory of the run's files and report")
+    ap.add_argument("--quiet", "-q", action="store_true",
+                    help="no progress bar (there is none anyway when stderr is not a terminal)")
     ap.add_argument("--report-only", action="store_true",
                     help="judge the run already in --out again (targets, --hold) and rewrite "
                          "its report, without running anything")

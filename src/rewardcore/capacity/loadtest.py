@@ -124,10 +124,29 @@ def run_locust(args: argparse.Namespace, out: Path, port: int, token: str,
     if args.processes > 1:
         cmd += ["--processes", str(args.processes)]
     print("loadtest: " + " ".join(cmd[2:]), file=sys.stderr)
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
-                          timeout=args.duration + 120)
-    (out / "locust.log").write_text(proc.stdout + proc.stderr)
-    return proc.returncode, proc.stdout + proc.stderr
+    from ..console import progress
+
+    log_path = out / "locust.log"
+    limit = args.duration + 120
+    with open(log_path, "w") as log, progress(int(args.duration) + 10, desc="loadtest",
+                                                unit="s", scale=False,
+                                                quiet=getattr(args, "quiet", False)) as bar:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        start, shown = time.monotonic(), 0
+        while True:
+            try:
+                proc.wait(1.0)
+                break
+            except subprocess.TimeoutExpired:
+                elapsed = time.monotonic() - start
+                if elapsed > limit:
+                    proc.kill()
+                    proc.wait()
+                    raise
+                bar.update(int(elapsed) - shown)  # a bar over the night's seconds
+                shown = int(elapsed)
+    text = log_path.read_text()
+    return proc.returncode, text
 
 
 def drain_stream(redis_url: str, stream: str, group: str, timeout: float) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from ..codec import (
     json_depth_over,
 )
 from ..engine import Decisions, Engine, dump_state
-from ..events import Closed, Completed, Event, Placed, Qty, Redeem, Ts
+from ..events import INT64_MAX, Closed, Completed, Event, Placed, Qty, Redeem, Ts
 from ..events import Id as _Id
 from ..outcomes import LABELS, Outcome
 from ..winners import winner_rows
@@ -439,7 +439,10 @@ def _int_param(raw: str, what: str) -> int:
     # digits, so one region would have many spellings.
     if not _INT.fullmatch(raw):
         raise HTTPException(400, f"{what} {raw[:40]!r} is not an integer")
-    return int(raw)
+    value = int(raw)
+    if not -INT64_MAX <= value <= INT64_MAX:  # the range of a region code (events.py)
+        raise HTTPException(400, f"{what} {raw[:40]!r} is out of range")
+    return value
 
 
 def _id_param(raw: str, what: str) -> str:

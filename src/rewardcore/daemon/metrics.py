@@ -227,8 +227,8 @@ def _campaign_families(c: Campaign, s: Summary) -> Iterator[Metric]:
     if s.points is not None:
         points = GaugeMetricFamily("rewardcore_campaign_points", "Points over all "
                                    "beneficiaries, by state", labels=["state"])
-        for state, n in s.points.items():
-            points.add_metric([state], n)
+        for kind, n in s.points.items():
+            points.add_metric([kind], n)
         yield points
     if s.beneficiaries is not None:
         yield GaugeMetricFamily("rewardcore_campaign_beneficiaries", "Beneficiaries holding "

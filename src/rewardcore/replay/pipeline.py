@@ -34,7 +34,7 @@ def replay_file(campaign_path: str, url: str, events_path: str, workers: int = 1
 
 
 def _run(campaign_path: str, engine: Engine, inp: Input, workers: int, batch: int,
-         dead_letters: str) -> ReplayReport:
+         dead_letters: str, progress: Callable[[int], object] | None = None) -> ReplayReport:
     t0 = time.perf_counter()
     if isinstance(engine, Resumable):
         the_plan = plan(engine.replay_positions(), inp.path, inp.size(), workers)
@@ -44,7 +44,7 @@ def _run(campaign_path: str, engine: Engine, inp: Input, workers: int, batch: in
                 the_plan.skip, the_plan.starts[k], batch, dead_letters, os.getpid())
             for k in range(workers)]
     if workers == 1:  # this process, on the caller's engine (exactly the reference's order)
-        results = [run_job(jobs[0], engine, stream=inp.stream)]
+        results = [run_job(jobs[0], engine, stream=inp.stream, progress=progress)]
     else:
         from .workers import run_workers
 
@@ -55,11 +55,13 @@ def _run(campaign_path: str, engine: Engine, inp: Input, workers: int, batch: in
 def replay(campaign_path: str, events: str, backend: str = "memory://", *,
            workers: int | None = None, batch: int | None = None,
            dead_letters: str = "dead-letters.jsonl", state_out: str | None = None,
-           say: Callable[[str], None] | None = None) -> ReplayReport:
+           say: Callable[[str], None] | None = None,
+           progress: Callable[[int], object] | None = None) -> ReplayReport:
     """`rewardcore replay`: the JSON-lines `events` ("-" for stdin) into `backend`, by
     `workers` processes sharing it, resuming a replay of the same input into a resumable
     backend; the exported state goes to `state_out` ("-" for stdout) if given. `say` gets
-    what is worth telling on the way (a recovery, a resume)."""
+    what is worth telling on the way (a recovery, a resume); `progress(n)` the bytes of input
+    scanned as they are (one worker)."""
     tell = say or (lambda text: print(text, file=sys.stderr))
     n = 1 if workers is None else workers
     if n < 1:
@@ -77,7 +79,7 @@ def replay(campaign_path: str, events: str, backend: str = "memory://", *,
         if engine.open_note:
             tell(engine.open_note)
         report = _run(campaign_path, engine, inp, n, batch or engine.preferred_batch,
-                      dead_letters)
+                      dead_letters, progress)
         if state_out:
             write_output(state_out, dump_state(engine.export_state()))
     for note in report.notes:

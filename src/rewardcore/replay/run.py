@@ -128,17 +128,18 @@ def stop_requested() -> bool:
 
 
 def run_job(job: Job, engine: Engine | None = None, ready: Callable[[], None] | None = None,
-            stream: BinaryIO | None = None) -> WorkResult:
+            stream: BinaryIO | None = None,
+            progress: Callable[[int], object] | None = None) -> WorkResult:
     """Replay one worker's share of the input (the file `job.events`, or `stream`) into the
     backend (opened here unless given); `ready()` is called once everything is open, just
-    before the input is read."""
+    before the input is read; `progress(n)` as each n bytes are scanned."""
     result = WorkResult(job.index)
     own = engine is None
     if engine is None:
         engine = open_engine(load_campaign(job.campaign), job.url)
     try:
         with DeadLetterFile(job.dead_letters) as dead_out:
-            scan = _Scan(job, engine, dead_out, result)
+            scan = _Scan(job, engine, dead_out, result, progress)
             if stream is not None:
                 _timed(result, ready, scan, JsonlBlocks(stream, BLOCK))
             else:
@@ -170,8 +171,9 @@ class _Scan:
     its input position for a resumable engine), count its outcomes."""
 
     def __init__(self, job: Job, engine: Engine, dead_out: DeadLetterFile,
-                 result: WorkResult) -> None:
+                 result: WorkResult, progress: Callable[[int], object] | None) -> None:
         self.job = job
+        self.progress = progress
         self.engine = engine
         self.dead_out = dead_out
         self.result = result
@@ -231,6 +233,8 @@ class _Scan:
                 self.pending = None
             else:
                 self.pending = at
+            if self.progress is not None:
+                self.progress(end - pos)
             pos = end
         self.pos = base + pos
 

@@ -15,8 +15,8 @@ from .._files import write_atomic
 from ..backends import open_engine
 from ..campaign import load_campaign
 from ..codec import read_jsonl
+from ..console import CountingReader, add_quiet, empty_backend, holds_nothing, progress, warn
 from ..errors import ConfigError, RewardcoreError
-from ..progress import CountingReader, add_quiet, progress
 from ..traffic import TrafficShape, beneficiaries
 from ..winners import winner_rows
 from .lint import Finding, LintConfig, format_text, lint
@@ -155,9 +155,7 @@ def cmd_review(args: argparse.Namespace) -> int:
         risks = risk_findings(campaign, engine.claims(), stream)
         bar.update()
     if not data.claims and not data.outcomes:
-        print(f"warning: {args.backend} holds no events for campaign {campaign.id} "
-              "(an in-process backend such as memory:// keeps nothing between runs)",
-              file=sys.stderr)
+        warn(empty_backend(args.backend, campaign.id))
     context = [("campaign", f"{campaign.id} ({args.campaign})"),
                ("state", f"read from {args.backend}; time series from the claims' order times "
                          "(a claim revoked later counts as never held)")]
@@ -186,6 +184,9 @@ def cmd_winners(args: argparse.Namespace) -> int:
     if args.region is not None and args.region not in campaign.region_by_code:
         raise RewardcoreError(f"--region {args.region}: not a reward region of {campaign.id}")
     with open_engine(campaign, args.backend) as engine:
+        if holds_nothing(engine):
+            warn(empty_backend(args.backend, campaign.id) + "; no winners to list")
+            return 1
         rows = winner_rows(engine, args.region)
     out = sys.stdout if args.out == "-" else open(args.out, "w", newline="")  # noqa: SIM115
     try:

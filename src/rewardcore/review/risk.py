@@ -19,6 +19,7 @@ it, `review --events FILE` reads it. Each threshold is a field of `RiskConfig`.
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
@@ -38,8 +39,12 @@ class RiskConfig(msgspec.Struct, frozen=True, kw_only=True):
 
     #: risk-closed-after-winning: a beneficiary with at least this many claims ...
     closed_min_claims: int = 5
-    #: ... of which at least this share were revoked by a closed order
+    #: ... of which at least this share were revoked by a closed order ...
     closed_share: float = 0.5
+    #: ... and so many that the campaign's own close rate makes it this unlikely for any
+    #: beneficiary at all (a binomial tail, Bonferroni-corrected over the beneficiaries
+    #: tested): ordinary bad luck is not flagged
+    closed_p: float = 0.001
     #: risk-min-paid-cluster: the band above (and below) min_paid_cents, as a share of it
     min_paid_band: float = 0.05
     #: ... flagged when the band above holds at least this many times the orders below ...
@@ -108,6 +113,15 @@ class OrderStream:
                     self.above += 1
 
 
+def _binomial_tail(n: int, k: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p)."""
+    if k <= 0:
+        return 1.0
+    if p <= 0:
+        return 0.0
+    return min(1.0, sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1)))
+
+
 def _closed_after_winning(claims: Sequence[Claim], who: str,
                           cfg: RiskConfig) -> list[Finding]:
     total: Counter[str] = Counter()
@@ -115,8 +129,12 @@ def _closed_after_winning(claims: Sequence[Claim], who: str,
     for c in claims:
         total[c.beneficiary] += 1
         revoked[c.beneficiary] += c.state == "revoked"
-    flagged = sorted(((b, revoked[b], n) for b, n in total.items()
-                      if n >= cfg.closed_min_claims and revoked[b] >= cfg.closed_share * n),
+    rate = sum(revoked.values()) / len(claims) if claims else 0.0
+    tested = [b for b, n in total.items() if n >= cfg.closed_min_claims]
+    alpha = cfg.closed_p / max(1, len(tested))
+    flagged = sorted(((b, revoked[b], total[b]) for b in tested
+                      if revoked[b] >= cfg.closed_share * total[b]
+                      and _binomial_tail(total[b], revoked[b], rate) < alpha),
                      key=lambda r: (-r[1], r[0]))
     if not flagged:
         return []
@@ -125,10 +143,11 @@ def _closed_after_winning(claims: Sequence[Claim], who: str,
     return [Finding(
         "warning", "risk-closed-after-winning",
         f"{len(flagged):,} {who}(s) had at least {cfg.closed_share:.0%} of their winning orders "
-        f"closed after winning (at least {cfg.closed_min_claims} claims each): {shown}{more}; "
-        "slots taken by orders that were never meant to stick",
+        f"closed after winning, far above the campaign's {rate:.1%}: {shown}{more}; slots "
+        "taken by orders that were never meant to stick",
         subject=flagged[0][0],
-        data={"beneficiaries": [{"beneficiary": b, "revoked": r, "claims": n}
+        data={"close_rate": rate,
+              "beneficiaries": [{"beneficiary": b, "revoked": r, "claims": n}
                                 for b, r, n in flagged[:100]]})]
 
 
