@@ -25,6 +25,7 @@ import prometheus_client
 import uvicorn
 import uvloop
 
+from .._files import write_atomic
 from .._url import redact_url
 from ..backends import open_engine
 from ..campaign import load_campaign
@@ -35,7 +36,7 @@ from .config import DaemonConfig
 from .deadletters import DeadLetterSink
 from .logs import AccessLog, log, log_stats, setup_logging
 from .metrics import Metrics
-from .worker import IN_PROCESS_SCHEMES, engine_worker
+from .worker import engine_worker
 
 if TYPE_CHECKING:
     from .streams import StreamConsumer
@@ -168,14 +169,6 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _write_state(path: str, data: bytes) -> None:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, target)  # a reader never sees half a state file
-
-
 def run(cfg: DaemonConfig) -> int:
     """Run the daemon until it is stopped; the process's exit code."""
     setup_logging()  # again, for callers that do not come through the CLI
@@ -279,7 +272,7 @@ async def _serve(cfg: DaemonConfig) -> int:
             from .streams import StreamConsumer  # loads redis.asyncio only when needed
 
             consumer = StreamConsumer(cfg.source, worker, metrics, dead,
-                                      shared_engine=type(engine).scheme not in IN_PROCESS_SCHEMES)
+                                      shared_engine=engine.shares_state)
             try:
                 await consumer.start()
             except Exception as exc:
@@ -351,7 +344,7 @@ async def _shutdown(cfg: DaemonConfig, ctx: DaemonContext, server: _Server,
     try:
         if cfg.state_out:
             state = await ctx.worker.run_last(ctx.engine.export_state)
-            _write_state(cfg.state_out, dump_state(state))
+            write_atomic(cfg.state_out, dump_state(state))
         await ctx.worker.run_last(ctx.engine.close)
     except Exception as exc:
         log.error("error", exc_info=exc, extra={"fields": {"where": "shutdown"}})
