@@ -222,6 +222,6 @@ def test_a_source_url_is_logged_whole_with_its_password_hidden() -> None:
 
     src = parse_stream_url("redis-stream://app:s3cret@10.0.0.5:6380/orders?group=g&db=2"
                            "&batch=64")
-    assert src.redacted() == ("redis-stream://app:***@10.0.0.5:6380/orders?group=g&db=2"
+    assert src.redacted() == ("redis-stream://***@10.0.0.5:6380/orders?group=g&db=2"
                               "&batch=64")
     assert (src.db, src.batch, src.password) == (2, 64, "s3cret")
