@@ -39,6 +39,12 @@ class Outcome(IntEnum):
         """The lower-case name used in exported state and APIs."""
         return self.name.lower()
 
+    def __str__(self) -> str:  # print(outcome) shows "sold_out", not 8
+        return self.label
+
+    def __format__(self, spec: str) -> str:  # f"{outcome}" too (int's would show the code)
+        return format(self.label, spec)
+
 
 #: Outcomes a `placed` event can have; these are counted in the exported `outcomes`.
 PLACED_OUTCOMES = tuple(Outcome)[: Outcome.BUDGET_EXHAUSTED + 1]

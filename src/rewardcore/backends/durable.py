@@ -36,16 +36,15 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 import numpy as np
 
 from .. import _shm
-from .._url import redact_url
+from .._url import BackendURL
 from ..campaign import Campaign
 from ..codec import decode_jsonl
-from ..engine import Balance, Claim, Decisions, Engine, RegionStatus, Summary
+from ..engine import Balance, Claim, Decisions, Engine, Position, RegionStatus, Resumable, Summary
 from ..errors import BackendError, ConfigError
 from ..events import Closed, Completed, Event, Placed, Redeem
 from ..outcomes import Outcome
@@ -65,10 +64,6 @@ _SNAP_MAGIC = b"RCSNAP01"
 _U32 = struct.Struct("<I")
 _WAL_RE = re.compile(r"^wal-(\d{8})\.log$")
 _SNAP_RE = re.compile(r"^snapshot-(\d{8})\.rcs$")
-
-#: Where a CLI replay is in its input: (parts, partitions, byte offset, line, CRC-32C of the
-#: input before the offset). See rewardcore.parallel.
-Position = tuple[int, list[int], int, int, int]
 
 
 class _Record(msgspec.Struct, array_like=True):
@@ -214,28 +209,18 @@ class DurableOptions:
     snapshot_bytes: int = DEFAULT_SNAPSHOT_MB << 20
 
 
-def int_param(url: str, query: dict[str, list[str]], name: str, default: int,
-              minimum: int = 0) -> int:
-    if name not in query:
-        return default
-    try:
-        value = int(query[name][-1])
-    except ValueError:
-        raise ConfigError(f"backend URL {redact_url(url)!r}: {name} must be an integer") from None
-    if value < minimum:
-        raise ConfigError(f"backend URL {redact_url(url)!r}: {name} must be >= {minimum}")
-    return value
+#: the URL parameters of durable mode (memory:///dir, and shm://...?dir=)
+DURABLE_PARAMS = ("fsync", "ms", "snapshot_mb")
 
 
-def durable_options(url: str, query: dict[str, list[str]]) -> DurableOptions:
-    policy = query.get("fsync", ["batch"])[-1]
+def durable_options(u: BackendURL) -> DurableOptions:
+    policy = u.text("fsync", "batch")
     if policy not in FSYNC_POLICIES:
-        raise ConfigError(f"backend URL {redact_url(url)!r}: fsync must be one of "
-                          f"{', '.join(FSYNC_POLICIES)}, not {policy!r}")
+        raise u.error(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, not {policy!r}")
     return DurableOptions(
         fsync=policy,
-        interval_ms=int_param(url, query, "ms", DEFAULT_INTERVAL_MS, 1),
-        snapshot_bytes=int_param(url, query, "snapshot_mb", DEFAULT_SNAPSHOT_MB, 1) << 20,
+        interval_ms=u.int("ms", DEFAULT_INTERVAL_MS, 1),
+        snapshot_bytes=u.int("snapshot_mb", DEFAULT_SNAPSHOT_MB, 1) << 20,
     )
 
 
@@ -375,7 +360,7 @@ class RecoveryReport:
         return text
 
 
-class Foreign(Exception):
+class Foreign(ConfigError):
     """The directory holds the state of another campaign (or engine)."""
 
 
@@ -805,18 +790,11 @@ class DurableLog:
 
 
 # -- the durable memory engine ------------------------------------------------------------
-def parse_memory_dir(url: str) -> tuple[Path, dict[str, list[str]]]:
-    parts = urlsplit(url)
-    if parts.netloc:
-        raise ConfigError(f"backend URL {redact_url(url)!r}: durable mode needs an absolute path, "
-                          "memory:///path/to/dir (three slashes)")
-    return Path(parts.path), parse_qs(parts.query)
-
-
-class DurableEngine(Engine):
+class DurableEngine(Resumable, Engine):
     """`memory:///path`: the memory engine with a write-ahead log and snapshots."""
 
     scheme = "memory"
+    keeps_state = True
     #: a batch pays a log record and, with fsync=batch, an fsync: larger batches amortise it
     preferred_batch = 4096
 
@@ -847,11 +825,17 @@ class DurableEngine(Engine):
 
     @classmethod
     def from_url(cls, campaign: Campaign, url: str) -> Engine:
-        path, query = parse_memory_dir(url)
-        opts = durable_options(url, query)
-        from .memory import _int_param
+        u = BackendURL(url, known=("orders", *DURABLE_PARAMS))
+        if u.netloc:
+            raise u.error("durable mode needs an absolute path, memory:///path/to/dir "
+                          "(three slashes)")
+        return cls(campaign, Path(u.path), durable_options(u), u.int("orders", 0))
 
-        return cls(campaign, path, opts, _int_param(url, query, "orders", 0))
+    @property
+    def open_note(self) -> str | None:
+        rec = self.recovery
+        return rec.summary() if rec is not None and (rec.records or rec.cut or rec.snapshot) \
+            else None
 
     # -- recovery hooks ---------------------------------------------------------------------
     def _restore(self, arrays: dict[str, np.ndarray], scalars: dict[str, Any]) -> None:

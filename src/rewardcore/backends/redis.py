@@ -57,6 +57,8 @@ class _Region:
 
 class RedisEngine(Engine):
     scheme = "redis"
+    shares_state = True
+    keeps_state = True
     #: a batch pays round trips to every node it touches: larger batches amortise it
     preferred_batch = 4096
 
