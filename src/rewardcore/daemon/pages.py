@@ -174,7 +174,10 @@ def when(campaign: Campaign, ms: int) -> str:
     """An epoch-ms time on the campaign's clock: "11-11 00:00:41"."""
     if not ms:
         return "-"
-    return datetime.fromtimestamp(ms / 1000, _tz(campaign)).strftime("%m-%d %H:%M:%S")
+    try:
+        return datetime.fromtimestamp(ms / 1000, _tz(campaign)).strftime("%m-%d %H:%M:%S")
+    except (OverflowError, OSError, ValueError):  # an event's ts may be any int64
+        return f"{ms} ms"
 
 
 def why_nothing(campaign: Campaign, region: int, outcome: int, rank: int) -> str:
@@ -294,7 +297,7 @@ class Pages:
 
     # -- access -----------------------------------------------------------------------------
     def _tokens(self) -> list[bytes]:
-        read = getattr(self.ctx, "read_token", "") or ""
+        read = self.ctx.read_token
         return [t.encode() for t in (self.ctx.token, read) if t]
 
     def _token_ok(self, token: str) -> bool:
@@ -414,7 +417,7 @@ class Pages:
         redirect = self._with_token(request)
         if redirect is not None:
             return redirect
-        if not (getattr(self.ctx, "public_winners", False) or self._authorized(request)):
+        if not (self.ctx.public_winners or self._authorized(request)):
             return self._refuse("The winners of this campaign are not public yet.")
         q = request.query_params
         region_raw = q.get("region", "").strip()
