@@ -74,16 +74,7 @@ cdef extern from "Python.h":
     object PyUnicode_FromKindAndData(int kind, const void *buffer, Py_ssize_t size)
 
 
-OUTCOME_CODES = {
-    "AWARDED": AWARDED, "DUPLICATE": DUPLICATE, "CLOSED": CLOSED,
-    "OUTSIDE_WINDOW": OUTSIDE_WINDOW, "NO_REWARD_REGION": NO_REWARD_REGION,
-    "BELOW_MIN_PAID": BELOW_MIN_PAID, "BENEFICIARY_CAP": BENEFICIARY_CAP,
-    "BENEFICIARY_REGION_CAP": BENEFICIARY_REGION_CAP, "SOLD_OUT": SOLD_OUT,
-    "BUDGET_EXHAUSTED": BUDGET_EXHAUSTED, "REVOKED": REVOKED, "TOMBSTONED": TOMBSTONED,
-    "CONFIRMED": CONFIRMED, "UNCHANGED": UNCHANGED, "REDEEMED": REDEEMED,
-    "UNKNOWN_PRIZE": UNKNOWN_PRIZE, "INSUFFICIENT_POINTS": INSUFFICIENT_POINTS,
-    "OUT_OF_STOCK": OUT_OF_STOCK,
-}
+include "rc_outcome_codes.pxi"  # OUTCOME_CODES, generated from rewardcore.outcomes
 
 cdef enum:
     PREFETCH_AHEAD = 12
@@ -216,11 +207,14 @@ cdef inline Py_ssize_t _str_bytes(PyObject *s) noexcept:
     return PyUnicode_GET_LENGTH(s) * PyUnicode_KIND(s)
 
 
-class CapacityError(Exception):
+from rewardcore.errors import BackendError
+
+
+class CapacityError(BackendError):
     """A batch could overflow a capacity fixed when the segment was created."""
 
 
-class StateError(Exception):
+class StateError(BackendError):
     """The segment is not one this process can use (layout, campaign, locking)."""
 
 

@@ -27,12 +27,13 @@ rc_venv() {  # rc_venv EXTRAS: EXTRAS is "" or a comma-separated list such as "t
 
     if ! .venv/bin/python -c "" 2>/dev/null; then
         rm -rf .venv
-        # Debian splits venv/ensurepip and the C headers out of python3
-        if ! "$python" -c "import ensurepip, venv" 2>/dev/null; then
-            rc_apt_install python3-venv
-        fi
         echo "${0##*/}: creating .venv with $("$python" -c 'import sys; print(sys.executable)')" >&2
-        "$python" -m venv .venv
+        # Debian ships venv's ensurepip (and the C headers, below) apart from python3
+        if ! "$python" -m venv .venv >/dev/null 2>&1; then
+            rm -rf .venv
+            rc_apt_install python3-venv
+            "$python" -m venv .venv
+        fi
     fi
     if ! .venv/bin/python -c "import os, sysconfig, sys
 sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))"; then

@@ -222,6 +222,26 @@ def test_a_source_url_is_logged_whole_with_its_password_hidden() -> None:
 
     src = parse_stream_url("redis-stream://app:s3cret@10.0.0.5:6380/orders?group=g&db=2"
                            "&batch=64")
-    assert src.redacted() == ("redis-stream://app:***@10.0.0.5:6380/orders?group=g&db=2"
+    assert src.redacted() == ("redis-stream://***@10.0.0.5:6380/orders?group=g&db=2"
                               "&batch=64")
     assert (src.db, src.batch, src.password) == (2, 64, "s3cret")
+
+
+def test_stragglers_are_listed_once_the_alert_can_look_at_them() -> None:
+    """The alert watches regions once 90% are sold out: by then each open one has a series
+    (and before, none does)."""
+    from rewardcore.daemon.metrics import Metrics
+
+    regions = [(code, 1, ((1, 5),)) for code in range(1, 1112)]  # 1,111 like the example
+    campaign = make_campaign(regions)
+    metrics = Metrics(campaign, "memory://")
+
+    def listed(n_open: int) -> int:
+        left = tuple([1] * n_open + [0] * (1111 - n_open))
+        metrics.summary = Summary(left, {"mug": 5}, 0)
+        text = metrics.render().decode()
+        return sum(1 for line in text.splitlines()
+                   if line.startswith("rewardcore_campaign_region_slots_left{"))
+
+    assert listed(111) == 111  # 90% sold out: every open region listed
+    assert listed(112) == 0

@@ -24,12 +24,14 @@ from rewardcore.daemon.pages import page_secret, participant_path
 from rewardcore.winners import mask_id
 
 from .campaigns import IN_WINDOW, campaign_toml
+from .conftest import EXAMPLES
 from .test_daemon import TOKEN, Daemon
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 SMALL, BIG = 440305, 440306  # 3 slots of 10 points; 60 slots of 5 points
+READ = "read-only-token-for-the-pages"
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage")
@@ -94,17 +96,21 @@ class Site:
             "width": 1000, "height": height, "deviceScaleFactor": 1, "mobile": False})
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    from selenium.webdriver.chrome.service import Service
-
-    work = tmp_path_factory.mktemp("pages")
+def write_campaign(work: Path) -> Path:
     campaign = work / "campaign.toml"
     campaign.write_text(campaign_toml(
         regions=((SMALL, 3, ((3, 10),)), (BIG, 60, ((60, 5),))),
         prizes=(("mug", 10, 5), ("lamp", 50, 5)),
         budget_points=320, min_paid_cents=100))
-    daemon = Daemon(work, campaign).start()
+    return campaign
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    from selenium.webdriver.chrome.service import Service
+
+    work = tmp_path_factory.mktemp("pages")
+    daemon = Daemon(work, write_campaign(work), env={"REWARDCORE_READ_TOKEN": READ}).start()
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for flag in FLAGS:
@@ -188,10 +194,26 @@ def test_winners_page_lists_the_engines_winners_searchable_and_paginated(site):
     site.shot("page-winners")
 
 
+def test_public_winners_need_no_token(tmp_path):
+    daemon = Daemon(tmp_path, write_campaign(tmp_path), "--public-winners").start()
+    try:
+        status, _ = daemon.post("/v1/events", "\n".join(scenario()[:3]).encode())
+        assert status == 200
+        status, _, body = daemon.request("GET", "/winners", token=None)
+        assert status == 200 and "3 slot(s) held in 1 region(s)." in body.decode()
+        status, _, _ = daemon.request("GET", "/live", token=None)
+        assert status == 403  # the operators' page still needs a token
+    finally:
+        daemon.stop()
+        daemon.kill()
+
+
 def test_live_page_moves_when_events_arrive(site):
     from selenium.webdriver.support.ui import WebDriverWait
 
-    site.open(f"/live?token={TOKEN}")
+    site.driver.delete_all_cookies()
+    assert "for the campaign's operators" in site.open("/live")
+    site.open(f"/live?token={READ}")  # the read-only token is enough
     events = site.driver.find_element("id", "events")
     WebDriverWait(site.driver, 30).until(lambda d: events.text not in ("", "-"))
     before = int(events.text.replace(",", ""))
@@ -217,7 +239,7 @@ def test_report_opens_with_why_people_earned_nothing(site, tmp_path):
     from rewardcore.cli import main
 
     report = tmp_path / "report.html"
-    code = main(["simulate", str(ROOT / "examples" / "d11-2026.toml"), "--orders", "60000",
+    code = main(["simulate", str(EXAMPLES / "d11-2026.toml"), "--orders", "60000",
                  "--seed", "3", "--report", str(report), "--quiet"])
     assert code == 0
     site.desktop(1500)

@@ -7,6 +7,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .campaign import Campaign
+from .errors import BackendError
 from .events import Event
 
 OUTCOME_CODES: dict[str, int]
@@ -19,8 +20,8 @@ FLAG_TRANSIENT: int
 FLAG_DURABLE: int
 FLAG_SPARSE: int
 
-class CapacityError(Exception): ...
-class StateError(Exception): ...
+class CapacityError(BackendError): ...
+class StateError(BackendError): ...
 
 Buffer = bytes | bytearray | memoryview | Any
 

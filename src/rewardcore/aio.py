@@ -46,12 +46,10 @@ __all__ = ["AsyncEngine", "EngineClosed", "waits_on_io"]
 
 def waits_on_io(engine: Engine) -> bool:
     """Whether an engine's calls can wait (network, fsync, a cross-process lock): those run
-    on the worker's thread. Only the plain in-memory engines never do; a durable memory://
-    engine fsyncs its log, and on a thread that fsync covers every batch merged meanwhile."""
-    from .backends.memory import MemoryEngine
-    from .backends.reference import ReferenceEngine
-
-    return type(engine) not in (MemoryEngine, ReferenceEngine)
+    on the worker's thread (the engine class declares it, `Engine.may_block`). A durable
+    memory:// engine fsyncs its log, and on a thread that fsync covers every batch merged
+    meanwhile."""
+    return engine.may_block
 
 
 class EngineClosed(RewardcoreError):

@@ -10,20 +10,13 @@ import argparse
 import importlib
 import os
 import sys
-import time
-from collections import Counter
-from pathlib import Path
-from typing import BinaryIO, Protocol
-
-import numpy as np
-import orjson
 
 from . import __version__
+from ._files import write_output
 from .backends import open_engine
 from .campaign import load_campaign
-from .codec import DEFAULT_BATCH, DeadLetter, read_jsonl
+from .codec import DEFAULT_BATCH
 from .console import (
-    CountingReader,
     Parser,
     add_quiet,
     empty_backend,
@@ -33,9 +26,8 @@ from .console import (
     quiet_broken_pipe,
     warn,
 )
-from .engine import Engine, dump_state
+from .engine import dump_state
 from .errors import RewardcoreError
-from .outcomes import PLACED_OUTCOMES, Outcome
 from .traffic import TrafficShape, generate
 
 DEFAULT_BACKEND = "memory://"
@@ -46,141 +38,24 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "rewardcore.daemon.cli",
     "rewardcore.capacity.commands",  # bench, loadtest: their code loads when they run
     "rewardcore.examples",
-    "rewardcore.parallel",
+    "rewardcore.backends.commands",
 )
 
 
-class DeadLetterSink(Protocol):
-    def write(self, data: bytes, /) -> int: ...
-
-
-class ReplayReport:
-    """What a replay did, for the summary line and for tests."""
-
-    def __init__(self) -> None:
-        self.events = 0
-        self.dead = 0
-        self.outcomes: Counter[Outcome] = Counter()
-        self.seconds = 0.0
-
-    def summary(self) -> str:
-        rate = self.events / self.seconds if self.seconds else 0.0
-        placed = sum(self.outcomes[o] for o in PLACED_OUTCOMES)
-        lines = [
-            f"events {self.events:,} in {self.seconds:.2f}s ({rate:,.0f} events/s), "
-            f"dead letters {self.dead:,}",
-            f"placed {placed:,}: " + ", ".join(
-                f"{o.label} {self.outcomes[o]:,}" for o in PLACED_OUTCOMES if self.outcomes[o]
-            ),
-        ]
-        others = [o for o in Outcome if o not in PLACED_OUTCOMES and self.outcomes[o]]
-        if others:
-            lines.append("other: " + ", ".join(f"{o.label} {self.outcomes[o]:,}" for o in others))
-        return "\n".join(lines)
-
-
-def replay(engine: Engine, stream: BinaryIO, batch: int = DEFAULT_BATCH,
-           dead_letters: DeadLetterSink | None = None) -> ReplayReport:
-    """Stream JSON-lines events through the engine; dead letters go to `dead_letters`."""
-    report = ReplayReport()
-    counts = np.zeros(len(Outcome), np.int64)
-    start = time.perf_counter()
-    for events, dead in read_jsonl(stream, batch):
-        if events:
-            counts += np.bincount(engine.apply(events).outcome, minlength=len(Outcome))
-            report.events += len(events)
-        if dead:
-            report.dead += len(dead)
-            if dead_letters is not None:
-                _write_dead(dead_letters, dead)
-    report.outcomes.update({o: int(counts[o]) for o in Outcome if counts[o]})
-    report.seconds = time.perf_counter() - start
-    return report
-
-
-def _write_dead(out: DeadLetterSink, dead: list[DeadLetter]) -> None:
-    out.write(b"".join(orjson.dumps(d.to_dict()) + b"\n" for d in dead))
-
-
-def _open_events(path: str) -> BinaryIO:
-    if path == "-":
-        return sys.stdin.buffer
-    try:
-        return open(path, "rb")  # noqa: SIM115 - closed by the caller
-    except OSError as exc:
-        raise RewardcoreError(f"{path}: cannot read events: {exc.strerror}") from None
-
-
-def _write_state(engine: Engine, path: str) -> None:
-    data = dump_state(engine.export_state())
-    if path == "-":
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-        return
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, target)  # a reader never sees half a state file
-
-
-def _presized(backend: str, events: str) -> str:
-    """memory:// sized for a file's orders up front: growing the order table costs as much
-    as filling it (every entry is rehashed into memory that is not in cache)."""
-    if backend != "memory://" or events == "-" or not os.path.isfile(events):
-        return backend
-    return f"memory://?orders={os.path.getsize(events) // _BYTES_PER_EVENT_GUESS}"
-
-
-_BYTES_PER_EVENT_GUESS = 100  # a placed event is ~150 bytes, closed/completed ~60
-
-
 def cmd_replay(args: argparse.Namespace) -> int:
-    from .parallel import maybe_replay  # --workers, shm:// and memory:///dir (resumable)
+    from .replay import replay
 
-    handled = maybe_replay(args)
-    if handled is not None:
-        return handled
-    campaign = load_campaign(args.campaign)
-    dead_path = Path(args.dead_letters)
-    stream = _open_events(args.events)
-    dead_out = None
-    size = os.path.getsize(args.events) if args.events != "-" else None
-    try:
-        with open_engine(campaign, _presized(args.backend, args.events)) as engine, \
-                progress(size, desc="replay", unit="B", quiet=args.quiet) as bar:
-            dead_out = _LazyFile(dead_path)
-            report = replay(engine, CountingReader(stream, bar),  # type: ignore[arg-type]
-                            args.batch or engine.preferred_batch, dead_out)
-            if args.state_out:
-                _write_state(engine, args.state_out)
-    finally:
-        if stream is not sys.stdin.buffer:
-            stream.close()
-        if dead_out is not None:
-            dead_out.close()
+    size = os.path.getsize(args.events) if os.path.isfile(args.events) else None
+    with progress(size, desc="replay", unit="B", quiet=args.quiet) as bar:
+        report = replay(args.campaign, args.events, args.backend, workers=args.workers,
+                        batch=args.batch, dead_letters=args.dead_letters,
+                        state_out=args.state_out, progress=bar.update)
     print(report.summary(), file=sys.stderr)
     if report.dead:
-        print(f"dead letters written to {dead_path}", file=sys.stderr)
-    return no_valid_event(args.events, report.dead) if not report.events else 0
-
-
-class _LazyFile:
-    """A file created only when something is written: no empty dead-letter files."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._f: BinaryIO | None = None
-
-    def write(self, data: bytes) -> int:
-        if self._f is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._f = open(self.path, "ab")  # noqa: SIM115
-        return self._f.write(data)
-
-    def close(self) -> None:
-        if self._f is not None:
-            self._f.close()
+        print(f"dead letters written to {args.dead_letters}", file=sys.stderr)
+    if not report.events and not any(report.resumed_from):
+        return no_valid_event(args.events, report.dead)
+    return 0
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -211,7 +86,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         if holds_nothing(engine):
             warn(empty_backend(args.backend, campaign.id) + "; nothing exported")
             return 1
-        _write_state(engine, args.state_out)
+        write_output(args.state_out, dump_state(engine.export_state()))
     return 0
 
 

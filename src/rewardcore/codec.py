@@ -26,7 +26,7 @@ import base64
 import json
 import re
 from collections.abc import Iterator
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import msgspec
 import numpy as np
@@ -527,29 +527,42 @@ def decode_msgpack(buf: bytes) -> Batch:
     return events, dead.result()
 
 
-def read_jsonl(stream: BinaryIO, batch: int = DEFAULT_BATCH) -> Iterator[Batch]:
-    """Stream JSON lines from a binary file in batches of about `batch` events.
+class JsonlBlocks:
+    """(data, offset of data in the stream) for a binary stream read `block` bytes at a
+    time and cut at the last newline: blocks of whole lines (the last may lack its newline),
+    so the stream is never held whole and no per-line Python objects are made. `block` may
+    be changed between blocks."""
 
-    Reads fixed-size blocks and cuts them at the last newline, so the file is never held
-    whole and no per-line Python objects are made before decoding.
-    """
-    block = max(batch, 1) * 160  # first guess at bytes per event; adjusted as lines are seen
-    carry = b""
-    line, offset = 1, 0
-    while True:
-        data = stream.read(block)
-        if not data:
-            break
-        buf = carry + data if carry else data
-        cut = buf.rfind(b"\n") + 1
-        if cut == 0:
-            carry = buf
-            continue
-        body, carry = memoryview(buf)[:cut], buf[cut:]
-        lines = buf.count(b"\n", 0, cut)
+    def __init__(self, stream: BinaryIO, block: int) -> None:
+        self.stream = stream
+        self.block = block
+
+    def __iter__(self) -> Iterator[tuple[memoryview, int]]:
+        carry = b""
+        offset = 0
+        while True:
+            data = self.stream.read(self.block)
+            if not data:
+                break
+            buf = carry + data if carry else data
+            cut = buf.rfind(b"\n") + 1
+            if cut == 0:
+                carry = buf
+                continue
+            yield memoryview(buf)[:cut], offset
+            carry = buf[cut:]
+            offset += cut
+        if carry.strip():
+            yield memoryview(carry), offset
+
+
+def read_jsonl(stream: BinaryIO, batch: int = DEFAULT_BATCH) -> Iterator[Batch]:
+    """Stream JSON lines from a binary file in batches of about `batch` events."""
+    # the first guess at bytes per event is adjusted as lines are seen
+    blocks = JsonlBlocks(stream, max(batch, 1) * 160)
+    line = 1
+    for body, offset in blocks:
+        lines = cast(bytes, body.obj).count(b"\n", 0, len(body))  # a view of bytes, at 0
         yield decode_jsonl(body, line, offset)
         line += lines
-        offset += cut
-        block = max(4096, batch * cut // max(lines, 1))
-    if carry.strip():
-        yield decode_jsonl(carry, line, offset)
+        blocks.block = max(4096, batch * len(body) // max(lines, 1))

@@ -7,33 +7,20 @@ pauses to grow it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
 from .._engine import MemoryCore
-from .._url import redact_url
+from .._url import BackendURL
 from ..campaign import Campaign
 from ..engine import CLAIM_STATES, Balance, Claim, Decisions, Engine, RegionStatus, Summary
-from ..errors import ConfigError
 from ..events import Event
 from ..outcomes import Outcome
 
 
-def _int_param(url: str, query: dict[str, list[str]], name: str, default: int) -> int:
-    if name not in query:
-        return default
-    try:
-        value = int(query[name][-1])
-    except ValueError:
-        raise ConfigError(f"backend URL {redact_url(url)!r}: {name} must be an integer") from None
-    if value < 0:
-        raise ConfigError(f"backend URL {redact_url(url)!r}: {name} must be >= 0")
-    return value
-
-
 class MemoryEngine(Engine):
     scheme = "memory"
+    may_block = False
 
     def __init__(self, campaign: Campaign, expected_orders: int = 0) -> None:
         super().__init__(campaign)
@@ -42,18 +29,11 @@ class MemoryEngine(Engine):
 
     @classmethod
     def from_url(cls, campaign: Campaign, url: str) -> Engine:
-        parts = urlsplit(url)
-        if not parts.netloc and parts.path not in ("", "/"):
-            from .durable import DurableEngine  # memory:///path/to/dir: durable mode
-
-            return DurableEngine.from_url(campaign, url)
-        if parts.netloc or parts.path not in ("", "/"):
-            raise ConfigError(
-                f"backend URL {redact_url(url)!r}: memory:// takes no host or path (durable "
-                "mode is memory:///path/to/dir: three slashes, an absolute path)"
-            )
-        query = parse_qs(parts.query)
-        return cls(campaign, _int_param(url, query, "orders", 0))
+        u = BackendURL(url, known=("orders",))
+        if u.netloc or u.has_path:  # memory:///dir is the durable engine's (the registry's)
+            raise u.error("memory:// takes no host or path (durable mode is "
+                          "memory:///path/to/dir: three slashes, an absolute path)")
+        return cls(campaign, u.int("orders", 0))
 
     def apply(self, events: Sequence[Event]) -> Decisions:
         batch = events if type(events) is list else list(events)

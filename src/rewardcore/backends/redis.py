@@ -56,6 +56,8 @@ _PLACED_CODES = {str(int(o)) for o in Outcome if o <= Outcome.BUDGET_EXHAUSTED}
 
 class RedisEngine(Engine):
     scheme = "redis"
+    shares_state = True
+    keeps_state = True
     #: a batch pays two round trips whatever its size; one call_events-sized batch is one
     #: two-step call (larger ones are split so that no script runs long)
     preferred_batch = 2048

@@ -401,18 +401,15 @@ def _durable_available(b: Bench) -> bool:
 
 
 def group_shm(b: Bench) -> None:
-    """shm://NAME replayed by 1 and 2 worker processes (rewardcore.parallel.replay_file, the
+    """shm://NAME replayed by 1 and 2 worker processes (rewardcore.replay.replay_file, the
     code behind `rewardcore replay --workers N`), timed by its work clock: from the first
     worker starting on its input to the last finishing, and the CPU the workers spent on
     their input, so process start-up is left out of both. Each run gets a fresh segment."""
     if "shm" not in backend_schemes():
         b.skip("shm", "shm:// engine", "the shm:// backend is not registered")
         return
-    try:
-        from ..parallel import replay_file
-    except ImportError:
-        b.skip("shm", "shm:// engine", "rewardcore.parallel (replay --workers) is not installed")
-        return
+    from ..replay import replay_file
+
     add_memory_replay(b, "shm")
     base = None
     for workers in b.args.shm_workers:

@@ -475,9 +475,13 @@ def _claims_cursor(raw: str | None) -> str | None:
     if not raw:
         return None
     try:
-        return base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+        after = base64.b64decode(raw + "=" * (-len(raw) % 4), altchars=b"-_",
+                                 validate=True).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise HTTPException(400, f"cursor {raw[:40]!r} is not one this API gave out") from None
+        after = ""
+    if not after:
+        raise HTTPException(400, f"cursor {raw[:40]!r} is not one this API gave out")
+    return after
 
 
 def _balance(b: Any) -> dict[str, int]:

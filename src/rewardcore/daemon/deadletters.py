@@ -13,10 +13,9 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-import orjson
-
+from .._files import DeadLetterFile
 from ..codec import DeadLetter, raw_fields
 from .metrics import Metrics, reason_class
 
@@ -33,7 +32,7 @@ class DeadLetterSink:
         self.raw_limit = raw_limit
         self.total = 0  # rejected events, a fold of many counting as many
         self.seq = 0  # rows written
-        self._file: BinaryIO | None = None
+        self._file = DeadLetterFile(self.path) if self.path is not None else None
 
     def add(self, source: str, letters: Iterable[DeadLetter | dict[str, Any]]) -> None:
         """Keep rejected events from `source` ("http", "stream"); the file is flushed so a
@@ -69,12 +68,8 @@ class DeadLetterSink:
             if r.get("count", 1) > 1:  # a fold of many rejected events counts as many
                 self.metrics.dead_letters.labels(
                     source, reason_class(str(r["reason"]))).inc(r["count"] - 1)
-        if self.path is not None:
-            if self._file is None:  # created on the first dead letter: no empty files
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = open(self.path, "ab")  # noqa: SIM115 - closed in close()
-            self._file.write(b"".join(orjson.dumps(r) + b"\n" for r in rows))
-            self._file.flush()
+        if self._file is not None:
+            self._file.write(rows)  # one unbuffered write: on disk once answered for
 
     def page(self, after: int, limit: int) -> tuple[list[dict[str, Any]], int | None]:
         """The kept rows with seq > `after`, oldest first, at most `limit`; and the cursor
@@ -86,4 +81,3 @@ class DeadLetterSink:
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
-            self._file = None

@@ -39,9 +39,14 @@ _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
 _SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000)
 
 #: Open regions are listed one by one (`rewardcore_campaign_region_slots_left{region}`) only
-#: while at most this many are open: the stragglers an operator looks for near the end,
-#: without a series per region for the whole campaign.
+#: while at most a tenth of the regions (or this many) are open: the stragglers an operator
+#: looks for near the end (the RegionNeverSellsOut alert watches them once 90% are sold
+#: out), without a series per region for the whole campaign.
 STRAGGLERS = 32
+
+
+def straggler_limit(regions: int) -> int:
+    return max(STRAGGLERS, regions // 10)
 
 #: Dead letters by reason class (a fixed set, so the label stays small). First match wins.
 DEAD_LETTER_CLASSES: tuple[tuple[str, re.Pattern[str]], ...] = (
@@ -210,10 +215,11 @@ def _campaign_families(c: Campaign, s: Summary) -> Iterator[Metric]:
     regions.add_metric(["open"], n_open)
     regions.add_metric(["sold_out"], len(s.slots_left) - n_open)
     yield regions
+    limit = straggler_limit(len(s.slots_left))
     stragglers = GaugeMetricFamily("rewardcore_campaign_region_slots_left", "Slots left in each "
-                                   f"open region, listed only while at most {STRAGGLERS} are "
-                                   "open", labels=["region"])
-    if n_open <= STRAGGLERS:
+                                   f"open region, listed only while at most {limit} are open",
+                                   labels=["region"])
+    if n_open <= limit:
         for region, left in zip(c.regions, s.slots_left, strict=True):
             if left > 0:
                 stragglers.add_metric([str(region.code)], left)

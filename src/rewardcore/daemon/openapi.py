@@ -173,6 +173,22 @@ _PAGE = [
      "description": f"rows per page (default and most: {PAGE_LIMIT})"},
 ]
 _BEARER = [{"bearer": []}]
+_QUERY_TOKEN = {"name": "token", "in": "query", "required": False, "schema": _STR,
+                "description": "the bearer or read token, once: kept in a cookie, then a "
+                               "redirect (303) to the page without it"}
+_QUERY_KEY = {"name": "key", "in": "query", "required": False, "schema": _STR,
+              "description": "the participant's private link key"}
+
+
+def _html() -> dict[str, Any]:
+    page = {"text/html": {"schema": _STR}}
+    return {"200": {"description": "the page", "content": page},
+            "303": {"description": "the token was taken from ?token= into a cookie: the same "
+                                   "page without it", "content": page},
+            "403": {"description": "not allowed (the page says why)", "content": page},
+            "503": {"description": "the engine failed or the daemon is stopping",
+                    "content": {**page, "application/json": {"schema": _ref("Error")}}},
+            **_errors("400", "404", "408", "431", "500")}
 
 
 def _get(summary: str, responses: dict[str, Any], *, params: list[Any] | None = None,
@@ -253,6 +269,26 @@ def document() -> dict[str, Any]:
         "/metrics": _get("Prometheus metrics", {
             "200": {"description": "the exposition", "content": {"text/plain": {
                 "schema": _STR}}}, **_errors("400", *_CONNECTION)}, security=[]),
+        # The pages for people (rewardcore.daemon.pages): HTML; a token may also come as
+        # ?token= (which sets a cookie and redirects) or the rewardcore_token cookie.
+        "/p/{beneficiary}": _get(
+            "A participant's page (behind ?key= or a token)", _html(),
+            params=[{"name": "beneficiary", "in": "path", "required": True,
+                     "schema": {"type": "string", "minLength": 1, "maxLength": 256}},
+                    _QUERY_KEY, _QUERY_TOKEN], security=[]),
+        "/winners": _get(
+            "The winners page (public with --public-winners, else a token)", _html(),
+            params=[{"name": "region", "in": "query", "required": False, "schema": _STR},
+                    {"name": "q", "in": "query", "required": False, "schema": _STR},
+                    {"name": "page", "in": "query", "required": False, "schema": _STR},
+                    _QUERY_TOKEN], security=[]),
+        "/live": _get("The operators' live page (a token)", _html(), params=[_QUERY_TOKEN],
+                      security=[]),
+        "/live/summary.json": _get(
+            "What the live page shows, as JSON (a token)", {
+                "200": {"description": "the summary", "content": {"application/json": {
+                    "schema": {"type": "object"}}}},
+                **_errors("400", "401", *_CONNECTION)}, params=[_QUERY_TOKEN], security=[]),
         "/openapi.json": _get("This document", {
             "200": {"description": "OpenAPI 3.1", "content": {"application/json": {
                 "schema": {"type": "object"}}}}, **_errors("400", *_CONNECTION)},

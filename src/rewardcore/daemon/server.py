@@ -25,6 +25,7 @@ import prometheus_client
 import uvicorn
 import uvloop
 
+from .._files import write_atomic
 from .._url import redact_url
 from ..backends import open_engine
 from ..campaign import load_campaign
@@ -35,7 +36,7 @@ from .config import DaemonConfig
 from .deadletters import DeadLetterSink
 from .logs import AccessLog, log, log_stats, setup_logging
 from .metrics import Metrics
-from .worker import IN_PROCESS_SCHEMES, engine_worker
+from .worker import engine_worker
 
 if TYPE_CHECKING:
     from .streams import StreamConsumer
@@ -55,6 +56,7 @@ def protocol_class(cfg: DaemonConfig) -> type[asyncio.Protocol]:
     headers (a connection that sends nothing, or headers slowly, is answered 408 and
     closed), a cap on their size (431), a cap on open connections (503 on connect), and
     JSON for its own error answers."""
+    import httptools
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     header_timeout, max_header, max_connections = (cfg.header_timeout, cfg.max_header,
@@ -64,6 +66,7 @@ def protocol_class(cfg: DaemonConfig) -> type[asyncio.Protocol]:
         _header_timer: asyncio.TimerHandle | None = None
         _header_bytes = 0
         _refused = False
+        _pending: tuple[int, str] | None = None  # an answer for the parser error raised
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
             if len(self.connections) >= max_connections:
@@ -116,6 +119,11 @@ def protocol_class(cfg: DaemonConfig) -> type[asyncio.Protocol]:
 
         def on_headers_complete(self) -> None:
             self._stop_header_timer()
+            size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
+            if size > max_header:  # the whole header came in one read
+                self._pending = (431, f"request line and headers over {max_header} bytes "
+                                      "(--max-header)")
+                raise httptools.HttpParserError("headers too large")  # answered below
             super().on_headers_complete()
 
         def on_response_complete(self) -> None:
@@ -131,6 +139,9 @@ def protocol_class(cfg: DaemonConfig) -> type[asyncio.Protocol]:
                 self._await_headers()
 
         def send_400_response(self, msg: str) -> None:
+            if self._pending is not None:
+                self._close_with(*self._pending)
+                return
             self._close_with(400, f"{msg.rstrip('.')}: not a valid HTTP/1.1 request")
 
     return Protocol
@@ -158,14 +169,6 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _write_state(path: str, data: bytes) -> None:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, target)  # a reader never sees half a state file
-
-
 def run(cfg: DaemonConfig) -> int:
     """Run the daemon until it is stopped; the process's exit code."""
     setup_logging()  # again, for callers that do not come through the CLI
@@ -180,33 +183,32 @@ def run(cfg: DaemonConfig) -> int:
 
 def check_paths(cfg: DaemonConfig) -> None:
     """Refuse to start with a dead-letter file or a state-out directory that cannot be
-    written: found at the first bad event, or at the stop, it would be too late."""
+    written: found at the first bad event, or at the stop, it would be too late. Both are
+    tried for real (permission bits do not bind root)."""
     dead = Path(cfg.dead_letters)
-    if dead.is_dir():
-        raise RewardcoreError(f"--dead-letters {dead}: is a directory; name a file")
-    if dead.exists():
-        if not os.access(dead, os.W_OK):
-            raise RewardcoreError(f"--dead-letters {dead}: the file is not writable")
-    else:
-        parent = _existing_parent(dead)
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise RewardcoreError(f"--dead-letters {dead}: cannot create it: {parent} is not "
-                                  "writable")
+    existed = dead.exists()
+    try:
+        if not existed:
+            dead.parent.mkdir(parents=True, exist_ok=True)  # as the sink would
+        with open(dead, "ab"):
+            pass
+    except OSError as exc:
+        raise RewardcoreError(f"--dead-letters {dead}: cannot write it: "
+                              f"{exc.strerror or exc}") from None
+    if not existed:
+        dead.unlink()  # the file is made on the first dead letter: no empty files
     if cfg.state_out:
         out = Path(cfg.state_out)
         if not out.parent.is_dir():
             raise RewardcoreError(f"--state-out {out}: the directory {out.parent} does not "
                                   "exist")
-        if not os.access(out.parent, os.W_OK | os.X_OK):
-            raise RewardcoreError(f"--state-out {out}: the directory {out.parent} is not "
-                                  "writable")
-
-
-def _existing_parent(path: Path) -> Path:
-    parent = path.absolute().parent
-    while not parent.exists():  # the sink makes missing directories
-        parent = parent.parent
-    return parent
+        probe = out.with_name(f".{out.name}.{os.getpid()}.probe")
+        try:
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise RewardcoreError(f"--state-out {out}: cannot write in {out.parent}: "
+                                  f"{exc.strerror or exc}") from None
 
 
 async def _serve(cfg: DaemonConfig) -> int:
@@ -270,7 +272,7 @@ async def _serve(cfg: DaemonConfig) -> int:
             from .streams import StreamConsumer  # loads redis.asyncio only when needed
 
             consumer = StreamConsumer(cfg.source, worker, metrics, dead,
-                                      shared_engine=type(engine).scheme not in IN_PROCESS_SCHEMES)
+                                      shared_engine=engine.shares_state)
             try:
                 await consumer.start()
             except Exception as exc:
@@ -342,7 +344,7 @@ async def _shutdown(cfg: DaemonConfig, ctx: DaemonContext, server: _Server,
     try:
         if cfg.state_out:
             state = await ctx.worker.run_last(ctx.engine.export_state)
-            _write_state(cfg.state_out, dump_state(state))
+            write_atomic(cfg.state_out, dump_state(state))
         await ctx.worker.run_last(ctx.engine.close)
     except Exception as exc:
         log.error("error", exc_info=exc, extra={"fields": {"where": "shutdown"}})

@@ -11,9 +11,6 @@ from .metrics import Metrics
 EngineWorker = AsyncEngine
 WorkerClosed = EngineClosed
 
-#: Schemes whose state lives inside one process: a consumer group of daemons cannot share it.
-IN_PROCESS_SCHEMES = frozenset({"memory", "reference"})
-
 
 def engine_worker(engine: Engine, metrics: Metrics, *, threaded: bool | None,
                   max_batch: int) -> AsyncEngine:

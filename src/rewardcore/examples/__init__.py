@@ -33,7 +33,7 @@ def example_path(name: str) -> Path:
 def summary(name: str) -> str:
     """The first line of the example's opening comment."""
     first = example_path(name).read_text().splitlines()[0]
-    return first.lstrip("# ").strip()
+    return first.lstrip("# ").strip().rstrip(":")
 
 
 def register(sub: Any) -> None:

@@ -6,12 +6,12 @@ import argparse
 import csv
 import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import msgspec
 import orjson
 
+from .._files import write_atomic
 from ..backends import open_engine
 from ..campaign import load_campaign
 from ..codec import read_jsonl
@@ -40,14 +40,6 @@ def _add_lint_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--min-coverage", type=float, default=0.10, metavar="SHARE",
                    help="warn when fewer than SHARE of the participants can ever win or "
                         "redeem")
-
-
-def _write(path: str, data: bytes) -> None:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, target)  # never a half-written report
 
 
 def _positive(name: str, value: float, allow_zero: bool = False) -> None:
@@ -84,9 +76,9 @@ def cmd_lint(args: argparse.Namespace) -> int:
 # -- simulate and review --------------------------------------------------------------------
 
 def _finish_report(args: argparse.Namespace, html: str, png: bytes | None) -> None:
-    _write(args.report, html.encode())
+    write_atomic(args.report, html.encode())
     if png is not None:
-        _write(args.figure, png)
+        write_atomic(args.figure, png)
 
 
 def _other_kind(campaign: Any, data: Any) -> str:
