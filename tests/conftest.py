@@ -7,12 +7,11 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-import msgspec
 import pytest
 
-from rewardcore import Campaign, Claim, Engine, load_campaign, open_engine
+from rewardcore import Campaign, Engine, load_campaign, open_engine
 from rewardcore.cli import main
 from rewardcore.examples import example_path
 
@@ -114,37 +113,3 @@ def make_engine(engine_url: str) -> Iterator[Callable[[Campaign], Engine]]:
     yield make
     for engine in opened:
         engine.close()
-
-
-# -- until the Redis engine implements DESIGN v2 ----------------------------------------------
-# The Redis engine does not answer v2's rank, claim timestamps (settled_ts, revoked_ts) and
-# early completion yet. Cross-engine tests compare it with these fields left out, and expect
-# the early-completion rules to fail on it; nowhere else may it differ. When it implements
-# them: set this to False, then delete it, `lacks_v2` and `without_v2` and their call sites.
-REDIS_LACKS_V2 = True
-
-
-def lacks_v2(url: str) -> bool:
-    """Whether the engine at `url` is the Redis engine that does not implement v2 yet."""
-    return REDIS_LACKS_V2 and url.startswith("redis")
-
-
-V2_CLAIM_FIELDS = ("rank", "settled_ts", "revoked_ts")
-
-
-def without_v2(url: str, value: Any) -> Any:
-    """`value` (exported state, claim dicts or Claims, decisions) without the v2 fields when
-    `url` lacks them; unchanged otherwise."""
-    if not lacks_v2(url):
-        return value
-    return _strip_v2(value)
-
-
-def _strip_v2(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _strip_v2(v) for k, v in value.items() if k not in V2_CLAIM_FIELDS}
-    if isinstance(value, list | tuple):
-        return type(value)(_strip_v2(v) for v in value)
-    if isinstance(value, Claim):
-        return msgspec.structs.replace(value, rank=0, settled_ts=0, revoked_ts=0)
-    return value

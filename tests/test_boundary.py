@@ -22,11 +22,12 @@ from rewardcore import (
 )
 from rewardcore.aio import waits_on_io
 from rewardcore.backends import engine_class
-from rewardcore.backends.durable import DurableEngine, Foreign
+from rewardcore.backends.durable import DurableEngine
 from rewardcore.backends.memory import MemoryEngine
 from rewardcore.backends.redis import RedisClusterEngine, RedisEngine
 from rewardcore.backends.reference import ReferenceEngine
 from rewardcore.backends.shm import ShmEngine
+from rewardcore.storage.log import Foreign
 
 from .campaigns import make_campaign
 from .conftest import EXAMPLES

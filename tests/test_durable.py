@@ -19,8 +19,8 @@ import orjson
 import pytest
 
 from rewardcore import BackendError, ConfigError, EventError, load_campaign, open_engine
-from rewardcore.backends.durable import iter_records
 from rewardcore.examples import example_path
+from rewardcore.storage.records import iter_records
 from rewardcore.traffic import TrafficShape, generate
 
 from .campaigns import make_campaign

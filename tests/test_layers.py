@@ -17,6 +17,7 @@ LAYERS: list[set[str]] = [
     {"_url", "events", "campaign", "examples"},
     {"codec", "traffic"},
     {"engine", "_engine", "_shm"},  # the compiled cores import rewardcore.errors only
+    {"storage"},
     {"backends", "winners", "redis_servers"},
     {"rewardcore", "aio"},  # the package's public face and the asyncio wrapper
     {"replay"},

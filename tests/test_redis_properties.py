@@ -1,6 +1,6 @@
 """Property tests aimed at the Redis engine's batch protocol: long batches in which caps and
 budgets bind, closes release slots, completions and redemptions interleave, so that the
-ledger has to defer items to later rounds. Every per-event decision and the exported state
+sequencer walks long mixed batches in one call. Every per-event decision and the exported state
 must equal the reference, on one Redis and on a 3-master cluster."""
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """Outcome codes shared by every engine.
 
-The numbering is part of the compiled engines' ABI (ext/engine.pyx mirrors it, and a test
-checks the two agree): append new codes, never renumber.
+This is the one source of the codes: the compiled engines' copies (ext/rc_outcomes.pxi,
+ext/rc_outcome_codes.pxi) and the Redis scripts' (lua/_constants.lua) are generated from it
+by tools/gen_*.py, and tests check they are current. The numbering is part of the compiled
+engines' ABI and of saved state: append new codes, never renumber.
 """
 
 from __future__ import annotations

@@ -68,15 +68,9 @@ from ..engine import (
 from ..errors import BackendError, ConfigError
 from ..events import Event
 from ..outcomes import Outcome
-from .durable import (
-    DURABLE_PARAMS,
-    DurableLog,
-    DurableOptions,
-    RecoveryReport,
-    campaign_fingerprint,
-    durable_options,
-    encode_record,
-)
+from ..storage.log import DurableLog, RecoveryReport, campaign_fingerprint
+from ..storage.options import DURABLE_PARAMS, DurableOptions, durable_options
+from ..storage.records import encode_record
 
 SHM_DIR = Path("/dev/shm")
 PREFIX = "rewardcore."

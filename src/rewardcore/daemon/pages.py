@@ -29,7 +29,7 @@ import html
 import math
 import os
 import time
-from collections import OrderedDict, deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from importlib import resources
@@ -38,13 +38,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 import msgspec
+import numpy as np
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from ..campaign import Campaign
 from ..engine import Decisions, Engine
-from ..events import Event, Placed
+from ..events import Event
 from ..outcomes import LABELS, PLACED_OUTCOMES, Outcome
 from ..winners import mask_id, winner_rows
 
@@ -93,41 +94,55 @@ class LiveRecord:
         self.campaign = campaign
         self.clock = clock
         self.seconds: deque[tuple[int, list[int]]] = deque()
-        self.orders_by_region: dict[int, int] = {}
-        self.recent: OrderedDict[str, deque[tuple[str, int, int, int, int]]] = OrderedDict()
+        self.orders_by_region: Counter[int] = Counter()
+        self.recent: dict[str, list[Any]] = {}
 
     def observe(self, events: Sequence[Event], decisions: Decisions) -> None:
+        # On the daemon's hot path: numpy for the counts, Python only for the placed orders
+        # (their regions) and the losing ones (the participants' "why nothing" list).
         now = int(self.clock())
         if not self.seconds or self.seconds[-1][0] != now:
             self.seconds.append((now, [0] * _N_OUTCOMES))
             while self.seconds and self.seconds[0][0] <= now - HISTORY_SECONDS:
                 self.seconds.popleft()
         counts = self.seconds[-1][1]
-        outcome = decisions.outcome.tolist()
+        outcome = decisions.outcome
+        for o, n in enumerate(np.bincount(outcome, minlength=_N_OUTCOMES).tolist()):
+            counts[o] += n
+        placed = np.flatnonzero((outcome < _N_PLACED) & (outcome != _DUPLICATE)).tolist()
+        if not placed:
+            return
+        self.orders_by_region.update([events[i].region for i in placed])  # type: ignore[union-attr]
+        losing = np.flatnonzero(np.isin(outcome, _LOSING_CODES)).tolist()
+        if not losing:
+            return
         rank_arr = getattr(decisions, "rank", None)  # DESIGN v2; absent on older engines
-        ranks = rank_arr.tolist() if rank_arr is not None else None
+        ranks = rank_arr[losing] if rank_arr is not None else np.zeros(len(losing), np.int64)
         pays_merchant = self.campaign.pays_merchant
-        by_region = self.orders_by_region
         recent = self.recent
-        for i, o in enumerate(outcome):
-            counts[o] += 1
-            if o >= _N_PLACED:
-                continue
+        # The decoded event itself is kept (no new tuple per order), with outcome and rank
+        # packed in one int: rank * 32 + outcome.
+        for i, packed in zip(losing, (ranks.astype(np.int64) * 32
+                                      + outcome[losing]).tolist(), strict=True):
             ev = events[i]
-            if type(ev) is not Placed or o == _DUPLICATE:
-                continue
-            by_region[ev.region] = by_region.get(ev.region, 0) + 1
-            if o not in _LOSING:
-                continue
-            who = ev.merchant_id if pays_merchant else ev.agent_id
+            who = ev.merchant_id if pays_merchant else ev.agent_id  # type: ignore[union-attr]
             rows = recent.get(who)
             if rows is None:
-                rows = recent[who] = deque(maxlen=RECENT_PER_BENEFICIARY)
-                if len(recent) > RECENT_BENEFICIARIES:
-                    recent.popitem(last=False)
-            else:
-                recent.move_to_end(who)
-            rows.append((ev.order_id, ev.region, o, ranks[i] if ranks is not None else 0, ev.ts))
+                if len(recent) >= RECENT_BENEFICIARIES:
+                    del recent[next(iter(recent))]  # the longest-known beneficiary goes first
+                rows = recent[who] = []
+            elif len(rows) >= 4 * RECENT_PER_BENEFICIARY:
+                del rows[:2 * RECENT_PER_BENEFICIARY]  # trimmed now and then, not per order
+            rows.append(ev)
+            rows.append(packed)
+
+    def recent_of(self, who: str) -> list[tuple[str, int, int, int, int]]:
+        """A beneficiary's last non-winning orders: (order_id, region, outcome, rank, ts)."""
+        rows = self.recent.get(who, [])[-2 * RECENT_PER_BENEFICIARY:]
+        out = []
+        for ev, packed in zip(rows[::2], rows[1::2], strict=True):
+            out.append((ev.order_id, ev.region, packed % 32, packed // 32, ev.ts))
+        return out
 
     def window(self, seconds: int) -> list[int]:
         """Outcome counts over the last `seconds`."""
@@ -155,6 +170,7 @@ class LiveRecord:
 
 _N_PLACED = len(PLACED_OUTCOMES)
 _DUPLICATE = int(Outcome.DUPLICATE)
+_LOSING_CODES = np.array(sorted(_LOSING), dtype=np.uint8)
 
 
 # -- formatting -----------------------------------------------------------------------------
@@ -399,7 +415,7 @@ class Pages:
             else "<p>This campaign has no prizes.</p>",
             "<h2>Orders that earned nothing</h2>",
         ]
-        recent = list(self.live.recent.get(who, ()))
+        recent = self.live.recent_of(who)
         if recent:
             parts.append('<ul class="why">' + "".join(
                 f"<li><b>{_e(oid)}</b> ({_e(when(c, ts))}): "
