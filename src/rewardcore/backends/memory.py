@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from .._engine import MemoryCore
 from ..campaign import Campaign
-from ..engine import Balance, Claim, Decisions, Engine, RegionStatus
+from ..engine import Balance, Claim, Decisions, Engine, RegionStatus, claims_from_rows
 from ..errors import ConfigError
 from ..events import Event
 from ..outcomes import Outcome
@@ -69,10 +69,7 @@ class MemoryEngine(Engine):
 
     # -- views ------------------------------------------------------------------------------
     def claims(self) -> list[Claim]:
-        orders, regions, slots, points, who, states, ts = self.core.claim_rows()
-        columns = (orders, regions.tolist(), slots.tolist(), points.tolist(), who, states,
-                   ts.tolist())
-        return [Claim(*row) for row in zip(*columns, strict=True)]
+        return claims_from_rows(self.core.claim_rows())
 
     def balances(self) -> dict[str, Balance]:
         names, pending, confirmed, redeemed = self.core.balance_rows()

@@ -54,7 +54,7 @@ import numpy as np
 
 from .. import _shm
 from ..campaign import Campaign
-from ..engine import Balance, Claim, Decisions, Engine, RegionStatus
+from ..engine import Balance, Claim, Decisions, Engine, RegionStatus, claims_from_rows
 from ..errors import BackendError, ConfigError
 from ..events import Event
 from ..outcomes import Outcome
@@ -499,13 +499,8 @@ class ShmEngine(Engine):
     # -- views ------------------------------------------------------------------------------
     def claims(self) -> list[Claim]:
         with self._locked():
-            orders, regions, slots, points, who, states, ts = self.core.claim_rows()
-        return [
-            Claim(o, r, s, p, w, st, t)
-            for o, r, s, p, w, st, t in zip(orders, regions.tolist(), slots.tolist(),
-                                            points.tolist(), who, states, ts.tolist(),
-                                            strict=True)
-        ]
+            rows = self.core.claim_rows()
+        return claims_from_rows(rows)
 
     def balances(self) -> dict[str, Balance]:
         with self._locked():
