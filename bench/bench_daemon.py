@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from rewardcore import load_campaign  # noqa: E402
+from rewardcore.examples import example_path  # noqa: E402
 from rewardcore.redis_servers import RedisServer  # noqa: E402
 
 TOKEN = "bench-token"
@@ -146,7 +147,7 @@ def report(name: str, elapsed: float, lat: np.ndarray, status: dict[int, int], c
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--campaign", default=str(ROOT / "examples" / "d11-2026.toml"))
+    ap.add_argument("--campaign", default=str(example_path("d11-2026")))
     ap.add_argument("--backend", default="memory://",
                     help="engine URL, or 'redis' for a throwaway local redis-server")
     ap.add_argument("--phases", default="single,seq,batch",

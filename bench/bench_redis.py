@@ -23,9 +23,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from rewardcore import Campaign, Placed, load_campaign, open_engine, parse_campaign  # noqa: E402
+from rewardcore.examples import example_path  # noqa: E402
 from tests.servers import RedisCluster, RedisServer, _cli  # noqa: E402
 
-EXAMPLE = ROOT / "examples" / "d11-2026.toml"
+EXAMPLE = example_path("d11-2026")
 
 
 def campaign_like_example(slots: int, caps: bool) -> Campaign:

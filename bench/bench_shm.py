@@ -34,11 +34,12 @@ import msgspec
 import orjson
 
 from rewardcore import load_campaign, open_engine
-from rewardcore.parallel import ReplayResult, replay_file
+from rewardcore.examples import example_path
+from rewardcore.replay import ReplayReport, replay_file
 from rewardcore.traffic import TrafficShape, generate
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CAMPAIGN = ROOT / "examples" / "d11-2026.toml"
+DEFAULT_CAMPAIGN = example_path("d11-2026")
 
 
 class Row(msgspec.Struct):
@@ -69,7 +70,7 @@ def run(campaign_path: Path, events: Path, url: str, workers: int, batch: int,
     engine = open_engine(c, url)
     try:
         before = engine.stats() if hasattr(engine, "stats") else {}
-        res: ReplayResult = replay_file(str(campaign_path), url, str(events), workers, batch,
+        res: ReplayReport = replay_file(str(campaign_path), url, str(events), workers, batch,
                                         str(tmp / "dead.jsonl"), engine)
         after = engine.stats() if hasattr(engine, "stats") else {}
     finally:

@@ -18,10 +18,10 @@ from collections.abc import Iterator
 import pytest
 
 from rewardcore import load_campaign
-from rewardcore.benchmark import DEFAULT_CAMPAIGN
 from rewardcore.campaign import Campaign
 from rewardcore.codec import read_jsonl
 from rewardcore.events import Event, Placed
+from rewardcore.examples import example_path
 from rewardcore.traffic import TrafficShape, generate
 
 ORDERS = int(os.environ.get("REWARDCORE_BENCH_ORDERS", "100000"))
@@ -30,7 +30,7 @@ BATCH = 4096
 
 @pytest.fixture(scope="session")
 def campaign() -> Campaign:
-    return load_campaign(DEFAULT_CAMPAIGN)
+    return load_campaign(example_path("d11-2026"))
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,8 @@
 
     python3 -m pytest bench/test_bench_redis.py --benchmark-only
 
-One round = one `apply` of a 4,096-claim batch, i.e. the mark_orders, grant_capacity,
-decide_claims and settle_claims EVALSHA calls it pipelines per node. A pipelined INCR batch
+One round = one `apply` of a 4,096-claim batch, i.e. the mark_orders EVALSHA calls it
+pipelines per order-bucket node, then one decide_batch call on the sequencer. A pipelined INCR batch
 of the same size is the floor Redis itself sets on this machine.
 """
 
@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from rewardcore import open_engine
-from rewardcore.benchmark import fill_batches, open_variant, soldout_variant
+from rewardcore.capacity.bench import fill_batches, open_variant, soldout_variant
 from rewardcore.outcomes import Outcome
 
 BATCH = 4096

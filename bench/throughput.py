@@ -1,6 +1,6 @@
-"""The throughput harness; the same as `rewardcore bench` (src/rewardcore/benchmark.py)."""
+"""The throughput harness; the same as `rewardcore bench` (src/rewardcore/capacity/bench.py)."""
 
-from rewardcore.benchmark import main
+from rewardcore.capacity.bench import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

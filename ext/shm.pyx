@@ -204,11 +204,14 @@ cdef inline Py_ssize_t _str_bytes(PyObject *s) noexcept:
     return PyUnicode_GET_LENGTH(s) * PyUnicode_KIND(s)
 
 
-class CapacityError(Exception):
+from rewardcore.errors import BackendError
+
+
+class CapacityError(BackendError):
     """A batch could overflow a capacity fixed when the segment was created."""
 
 
-class StateError(Exception):
+class StateError(BackendError):
     """The segment is not one this process can use (layout, campaign, locking)."""
 
 

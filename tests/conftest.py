@@ -7,18 +7,18 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-import msgspec
-import orjson
 import pytest
 
-from rewardcore import Campaign, Claim, Engine, dump_state, load_campaign, open_engine
+from rewardcore import Campaign, Engine, load_campaign, open_engine
 from rewardcore.cli import main
+from rewardcore.examples import example_path
 
 from .servers import RedisCluster, RedisServer, _cli
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+ROOT = Path(__file__).resolve().parent.parent  # the source checkout (docs, README)
+EXAMPLES = example_path("d11-2026").parent  # the example campaigns shipped in the package
 
 
 def rc(*args: str) -> subprocess.CompletedProcess[str]:
@@ -113,65 +113,3 @@ def make_engine(engine_url: str) -> Iterator[Callable[[Campaign], Engine]]:
     yield make
     for engine in opened:
         engine.close()
-
-
-# -- until the Redis engine implements DESIGN v2 ----------------------------------------------
-# The Redis engine does not answer v2's rank, claim timestamps (settled_ts, revoked_ts) and
-# early completion yet. Cross-engine tests compare it with these fields left out, and expect
-# the early-completion rules to fail on it; nowhere else may it differ. When it implements
-# them: set this to False, then delete it, `lacks_v2` and `without_v2` and their call sites.
-REDIS_LACKS_V2 = True
-
-
-def lacks_v2(url: str) -> bool:
-    """Whether the engine at `url` is the Redis engine that does not implement v2 yet."""
-    return REDIS_LACKS_V2 and url.startswith("redis")
-
-
-V2_CLAIM_FIELDS = ("rank", "settled_ts", "revoked_ts")
-
-
-def without_v2(url: str, value: Any) -> Any:
-    """`value` (exported state, claim dicts or Claims, decisions) without the v2 fields when
-    `url` lacks them; unchanged otherwise."""
-    if not lacks_v2(url):
-        return value
-    return _strip_v2(value)
-
-
-def _strip_v2(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _strip_v2(v) for k, v in value.items() if k not in V2_CLAIM_FIELDS}
-    if isinstance(value, list | tuple):
-        return type(value)(_strip_v2(v) for v in value)
-    if isinstance(value, Claim):
-        return msgspec.structs.replace(value, rank=0, settled_ts=0, revoked_ts=0)
-    return value
-
-
-def assert_state_matches(url: str, got: bytes | dict[str, Any], want: dict[str, Any]) -> None:
-    """Exported state `got` (bytes as served, or a dict) of the engine at `url` equals `want`
-    (the reference engine's export), but for the v2 fields where `url` lacks them."""
-    if lacks_v2(url):
-        state = orjson.loads(got) if isinstance(got, bytes) else got
-        assert without_v2(url, state) == without_v2(url, want)
-    elif isinstance(got, bytes):
-        assert got == dump_state(want)
-    else:
-        assert got == want
-
-
-def v1_stream(url: str, events: list[Any]) -> list[Any]:
-    """`events` without the `completed` events of orders not placed before them (v2's early
-    completions), when `url` lacks v2; unchanged otherwise."""
-    if not lacks_v2(url):
-        return events
-    placed: set[str] = set()
-    out = []
-    for e in events:
-        if type(e).__name__ == "Placed":
-            placed.add(e.order_id)
-        elif type(e).__name__ == "Completed" and e.order_id not in placed:
-            continue
-        out.append(e)
-    return out

@@ -110,16 +110,11 @@ def test_a_failing_row_is_reported_and_the_others_go_on(capsys) -> None:
     measured with it keep their numbers, and `rewardcore bench` would exit 2."""
     import argparse
 
-    from rewardcore.benchmark import (
-        Measure,
-        add_arguments,
-        bench_context,
-        group_decode,
-        print_table,
-    )
+    from rewardcore.capacity.bench import Measure, bench_context, group_decode, print_table
+    from rewardcore.capacity.commands import add_bench_arguments
 
     ap = argparse.ArgumentParser()
-    add_arguments(ap)
+    add_bench_arguments(ap)
     args = ap.parse_args(["--orders", "300", "--repeat", "2", "--only", "decode"])
     calls = []
 

@@ -99,3 +99,53 @@ def test_clear_errors(args, message):
     assert res.returncode == 2
     assert res.stderr.startswith(b"rewardcore: error: ") and message in res.stderr
     assert b"Traceback" not in res.stderr
+
+
+def test_version_is_the_package_version():
+    import rewardcore
+
+    out = rc("--version")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.decode().strip() == f"rewardcore {rewardcore.__version__}"
+
+
+def test_example_writes_a_campaign_a_user_can_edit(tmp_path):
+    listed = rc("example", "--list")
+    assert listed.returncode == 0, listed.stderr
+    names = [line.split()[0] for line in listed.stdout.decode().splitlines()]
+    assert names == ["broken-2025", "d11-2026"]
+    out = rc("example", "d11")  # a unique prefix will do
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == (EXAMPLES / "d11-2026.toml").read_bytes()
+    mine = tmp_path / "my.toml"
+    mine.write_bytes(out.stdout.replace(b'id = "d11-2026"', b'id = "mine"'))
+    assert load_campaign(mine).id == "mine"
+    bad = rc("example", "nosuch")
+    assert bad.returncode == 2
+    assert b"'nosuch'" in bad.stderr and b"d11-2026" in bad.stderr
+
+
+def test_building_the_parser_loads_no_capacity_or_plotting_code():
+    """Every `rewardcore` call builds the parser: the benchmark, the load test (Locust) and
+    matplotlib load only when their command runs."""
+    code = ("import sys; from rewardcore.cli import build_parser; build_parser(); "
+            "print(' '.join(sorted(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    loaded = set(out.stdout.split())
+    assert "rewardcore.capacity.commands" in loaded  # the commands are there
+    heavy = {"rewardcore.capacity.bench", "rewardcore.capacity.loadtest",
+             "rewardcore.capacity.locustfile", "locust", "matplotlib",
+             "rewardcore.review.simulate"}
+    assert loaded.isdisjoint(heavy), loaded & heavy
+
+
+def test_the_package_runs_no_git_and_reads_no_files_outside_itself():
+    """A wheel install has no checkout around it: nothing in the package climbs out of it
+    or asks git."""
+    pkg = Path(__file__).resolve().parent.parent / "src" / "rewardcore"
+    for path in pkg.rglob("*.py"):
+        text = path.read_text()
+        assert "parent.parent.parent" not in text, path
+        assert '"git"' not in text, path

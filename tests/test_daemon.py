@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import itertools
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -22,19 +24,19 @@ from typing import Any
 
 import msgspec
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from rewardcore import load_campaign, open_engine
 from rewardcore.backends import backend_schemes
 from rewardcore.engine import Engine, dump_state
 from rewardcore.events import Event, Placed, Redeem
+from rewardcore.examples import example_path
 from rewardcore.outcomes import Outcome
 from rewardcore.traffic import TrafficShape, generate
 from rewardcore.winners import mask_id, winner_rows
 
-from .conftest import assert_state_matches
-
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "examples" / "d11-2026.toml"
+EXAMPLE = example_path("d11-2026")
 TOKEN = "s3cret-token-for-tests"
 START_MS = 1_762_790_400_000  # 2025-11-11T00:00:00+08:00, the window of the test campaigns
 
@@ -152,13 +154,16 @@ class Daemon:
         return status, json.loads(data)
 
     def metric(self, name: str, labels: str = "") -> float:
-        """One sample of /metrics, e.g. metric("rewardcore_events_total", 'outcome="awarded"')."""
+        """The sum of the /metrics samples of `name` that carry these labels (and any
+        others), e.g. metric("rewardcore_dead_letters_total", 'source="http"')."""
         _, _, data = self.request("GET", "/metrics", token=None)
-        want = f"{name}{{{labels}}}" if labels else name
-        for line in data.decode().splitlines():
-            if line.startswith(want + " "):
-                return float(line.rsplit(" ", 1)[1])
-        raise AssertionError(f"{want} not in /metrics")
+        want = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        found = [s.value for family in text_string_to_metric_families(data.decode())
+                 for s in family.samples
+                 if s.name == name and want.items() <= s.labels.items()]
+        if not found:
+            raise AssertionError(f"{name}{{{labels}}} not in /metrics")
+        return sum(found)
 
 
 def killing_at_exit() -> Iterator[list[Daemon]]:
@@ -251,12 +256,17 @@ def campaign_file(path: Path, regions: int = 40, slots: int = 5, **settings: Any
 
 
 def thread_events(k: int, regions: Sequence[int], n: int, seed: int) -> list[bytes]:
+    """The first `n` of `endless_events`."""
+    return list(itertools.islice(endless_events(k, regions, seed), n))
+
+
+def endless_events(k: int, regions: Sequence[int], seed: int) -> Iterator[bytes]:
     """Random placed/closed/completed events of one client: its own regions and agents, so
     clients share no state and any interleaving of them gives the same result."""
     rng = random.Random(seed)
     out: list[bytes] = []
     placed: list[str] = []
-    for i in range(n):
+    for i in itertools.count():
         r = rng.random()
         if r < 0.65 or not placed:
             oid = f"t{k}-o{i}"
@@ -271,7 +281,7 @@ def thread_events(k: int, regions: Sequence[int], n: int, seed: int) -> list[byt
             kind = "closed" if r < 0.82 else "completed"
             out.append(json.dumps({"type": kind, "order_id": rng.choice(placed),
                                    "ts": START_MS + i}).encode())
-    return out
+        yield out[-1]
 
 
 def batches(lines: Sequence[bytes], rng: random.Random, most: int) -> list[list[bytes]]:
@@ -318,7 +328,7 @@ def test_state_and_views_match_the_reference(tmp_path: Path, daemons: list[Daemo
         assert answer["accepted"] == len(batch) and answer["rejected"] == 0
     status, _, state = d.request("GET", "/v1/state")
     assert status == 200
-    assert_state_matches(backend_url, state, ref.export_state())
+    assert state == dump_state(ref.export_state())
 
     # redemptions: a new one, then the same id again (idempotent: first outcome, no change)
     rich = max(ref.balances().items(), key=lambda kv: kv[1].available)[0]
@@ -371,7 +381,7 @@ def test_state_and_views_match_the_reference(tmp_path: Path, daemons: list[Daemo
         Outcome.SOLD_OUT, 0)
     assert d.metric("rewardcore_sold_out_regions") >= 1
     assert d.stop() == 0
-    assert_state_matches(backend_url, d.state_path.read_bytes(), ref.export_state())
+    assert d.state_path.read_bytes() == dump_state(ref.export_state())
     stops = [r for r in d.logs() if r["event"] == "stop"]
     assert len(stops) == 1 and stops[0]["exit"] == 0
 
@@ -583,19 +593,24 @@ def test_body_over_the_limit_gets_413(shared_daemon: Daemon) -> None:
 
 def test_sigterm_under_load_loses_nothing_acknowledged(tmp_path: Path,
                                                        daemons: list[Daemon]) -> None:
-    """Clients post as fast as they can; SIGTERM lands mid-load. The daemon exits 0 and the
-    state it writes on the way out holds exactly the batches it answered 200 for."""
+    """Clients post until the daemon stops answering; SIGTERM lands once every client has had
+    a batch answered. The daemon exits 0 and the state it writes on the way out holds exactly
+    the batches it answered 200 for."""
     camp = campaign_file(tmp_path / "c.toml", regions=40, slots=5)
     d = start(daemons, tmp_path, camp, "--grace", "5")
     clients = 4
-    work = [batches(thread_events(k, [c for c in range(1, 41) if c % clients == k], 12000,
-                                  seed=10 + k), random.Random(k), 20) for k in range(clients)]
-    acked: list[int] = [0] * clients
+    acked: list[list[list[bytes]]] = [[] for _ in range(clients)]
     failures: list[str] = [""] * clients
-    going = threading.Event()
+    answered = [threading.Event() for _ in range(clients)]
 
     def client(k: int) -> None:
-        for n, batch in enumerate(work[k]):
+        # No fixed amount of work: a client only stops when the daemon refuses or closes,
+        # so the load outlasts the stop however fast the machine is.
+        lines = endless_events(k, [c for c in range(1, 41) if c % clients == k], seed=10 + k)
+        rng = random.Random(k)
+        hang_guard = time.monotonic() + 120
+        while time.monotonic() < hang_guard:
+            batch = list(itertools.islice(lines, rng.randint(1, 20)))
             try:
                 status, _, _ = d.request("POST", "/v1/events", jsonl(batch),
                                          {"Content-Type": "application/x-ndjson"})
@@ -605,23 +620,21 @@ def test_sigterm_under_load_loses_nothing_acknowledged(tmp_path: Path,
             if status != 200:
                 failures[k] = f"status {status}"
                 return
-            acked[k] = n + 1
-            if n == 20:
-                going.set()
+            acked[k].append(batch)
+            answered[k].set()
 
     threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
     for t in threads:
         t.start()
-    assert going.wait(30)
-    time.sleep(0.3)
+    assert all(e.wait(60) for e in answered)
     assert d.stop(signal.SIGTERM) == 0
     for t in threads:
-        t.join(30)
-    assert all(failures), "every client should have been cut off by the stop"
-    assert all(0 < a < len(w) for a, w in zip(acked, work, strict=True))
+        t.join(60)
+    assert not any(t.is_alive() for t in threads)
+    assert all(failures), f"every client should have been cut off by the stop: {failures}"
     ref = open_engine(load_campaign(camp), "reference://")
     for k in range(clients):
-        for batch in work[k][:acked[k]]:
+        for batch in acked[k]:
             ref.apply([_event_json.decode(line) for line in batch])
     assert d.state_path.read_bytes() == dump_state(ref.export_state())
     stop = [r for r in d.logs() if r["event"] == "stop"]
@@ -645,7 +658,7 @@ def test_bad_settings_are_named(args: list[str], what: str, tmp_path: Path,
     from rewardcore.cli import main
 
     monkeypatch.delenv("REWARDCORE_TOKEN", raising=False)
-    rc = main(["serve", "--campaign", str(EXAMPLE), "--token", "t", "--http", "127.0.0.1:0",
+    rc = main(["serve", "--campaign", str(EXAMPLE), "--token", TOKEN, "--http", "127.0.0.1:0",
                "--dead-letters", str(tmp_path / "dl.jsonl"), *args])
     assert rc == 2
     lines = [json.loads(x) for x in capsys.readouterr().err.splitlines()]
@@ -669,36 +682,44 @@ def test_sigkill_with_a_durable_engine_loses_no_answered_batch(tmp_path: Path,
     camp = campaign_file(tmp_path / "c.toml", regions=40, slots=5)
     url = f"memory://{tmp_path / 'state'}"
     d = start(daemons, tmp_path, camp, backend=url)
-    work = batches(thread_events(0, list(range(1, 41)), 8000, seed=3), random.Random(3), 20)
-    acked = 0
+    acked: list[list[bytes]] = []
+    sent: list[list[bytes]] = []
+    statuses: list[int] = []
     cut = threading.Event()
 
     def client() -> None:
-        nonlocal acked
-        for n, batch in enumerate(work):
+        # Posts until the kill cuts it off (no fixed amount of work to finish first).
+        lines = endless_events(0, list(range(1, 41)), seed=3)
+        rng = random.Random(3)
+        hang_guard = time.monotonic() + 120
+        while time.monotonic() < hang_guard:
+            sent.append(list(itertools.islice(lines, rng.randint(1, 20))))
             try:
-                status, _, _ = d.request("POST", "/v1/events", jsonl(batch),
+                status, _, _ = d.request("POST", "/v1/events", jsonl(sent[-1]),
                                          {"Content-Type": "application/x-ndjson"})
             except (OSError, http.client.HTTPException):
                 return
-            assert status == 200
-            acked = n + 1
-            if n == 50:
+            if status != 200:
+                statuses.append(status)
+                return
+            acked.append(sent[-1])
+            if len(acked) == 50:
                 cut.set()
 
     t = threading.Thread(target=client)
     t.start()
-    assert cut.wait(30)
+    assert cut.wait(60)
     d.kill()
-    t.join(30)
-    assert 50 < acked < len(work)
+    t.join(60)
+    assert not t.is_alive() and statuses == []
+    assert len(acked) >= 50 and len(sent) == len(acked) + 1
     again = start(daemons, tmp_path, camp, backend=url)
     status, _, state = again.request("GET", "/v1/state")
     assert status == 200
     ref = open_engine(load_campaign(camp), "reference://")
-    for batch in work[:acked]:
+    for batch in acked:
         ref.apply([_event_json.decode(line) for line in batch])
     if state != dump_state(ref.export_state()):  # the batch in flight made it to the log
-        ref.apply([_event_json.decode(line) for line in work[acked]])
+        ref.apply([_event_json.decode(line) for line in sent[-1]])
         assert state == dump_state(ref.export_state())
     assert again.stop() == 0

@@ -19,14 +19,15 @@ import orjson
 import pytest
 
 from rewardcore import BackendError, ConfigError, EventError, load_campaign, open_engine
-from rewardcore.backends.durable import iter_records
+from rewardcore.examples import example_path
+from rewardcore.storage.records import iter_records
 from rewardcore.traffic import TrafficShape, generate
 
 from .campaigns import make_campaign
 from .events import closed, completed, placed, redeem
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "examples" / "d11-2026.toml"
+EXAMPLE = example_path("d11-2026")
 
 
 def batches() -> list[list]:
@@ -363,7 +364,8 @@ def crash_loop(cmd: list[str], d: Path, kills: int, rng: random.Random) -> int:
             while p.poll() is None and log_bytes(d) <= start + 4096 and \
                     time.monotonic() < deadline:
                 time.sleep(0.005)
-        time.sleep(rng.uniform(0.0, 0.5))
+        if i:  # the first kill lands as soon as it is applying: one mid-replay kill at least
+            time.sleep(rng.uniform(0.0, 0.5))
         with contextlib.suppress(ProcessLookupError):
             os.killpg(p.pid, signal.SIGKILL)
         p.wait()

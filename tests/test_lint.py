@@ -18,7 +18,7 @@ from rewardcore.review.lint import (
     max_beneficiary_points,
 )
 
-from .conftest import EXAMPLES, rc
+from .conftest import EXAMPLES, ROOT, rc
 
 BROKEN = str(EXAMPLES / "broken-2025.toml")
 SOUND = str(EXAMPLES / "d11-2026.toml")
@@ -310,5 +310,5 @@ def test_every_finding_code_is_documented():
     found = set(re.findall(r'(?:"(?:error|warning|info)"|severity), "([a-z][a-z-]+)"', source))
     found -= {"warning", "info"}  # the Severity literal itself
     assert len(found) >= 20
-    docs = (EXAMPLES.parent / "docs" / "campaign-checks.md").read_text()
+    docs = (ROOT / "docs" / "campaign-checks.md").read_text()
     assert not {c for c in found | {"campaign-invalid"} if f"`{c}`" not in docs}

@@ -1,4 +1,4 @@
-"""Smoke run of the Double-Eleven load test (loadtests/run.py): a few seconds at a low rate
+"""Smoke run of the Double-Eleven load test (`rewardcore loadtest`): a few seconds at a low rate
 against a started daemon and redis-server, all on loopback. Checks that the report is
 written and that the requests succeeded; never asserts on speed."""
 

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 from collections import Counter
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rewardcore import Campaign, Event, open_engine
 
 from .campaigns import ENDS_MS, STARTS_MS, make_campaign
-from .conftest import lacks_v2, without_v2
 from .events import closed, completed, placed, redeem
 
 ORDERS = [f"o{i}" for i in range(12)]
@@ -81,14 +79,6 @@ def run(engine, events: list[Event], cuts: list[int]) -> dict:
             "claims": claims}
 
 
-def _v1(url: str, result: dict) -> dict:
-    """`result` as an engine without DESIGN v2 can match it (see conftest.without_v2)."""
-    if not lacks_v2(url):
-        return result
-    return {**without_v2(url, result), "claims": [c[0] for c in result["claims"]],
-            "decisions": [d[:3] for d in result["decisions"]]}
-
-
 def reference(campaign: Campaign, events: list[Event]) -> dict:
     return run(open_engine(campaign, "reference://"), events, [])
 
@@ -101,8 +91,7 @@ PROPERTY = settings(max_examples=120, deadline=None,
 @PROPERTY
 @given(campaign=campaigns(), events=streams, cuts=st.lists(st.integers(0, 60), max_size=4))
 def test_engine_equals_reference(make_engine, engine_url, campaign, events, cuts):
-    assert _v1(engine_url, run(make_engine(campaign), events, cuts)) == _v1(
-        engine_url, reference(campaign, events))
+    assert run(make_engine(campaign), events, cuts) == reference(campaign, events)
 
 
 def _plus_duplicates(state: dict, n: int) -> dict:
@@ -114,9 +103,8 @@ def _plus_duplicates(state: dict, n: int) -> dict:
 @PROPERTY
 @given(campaign=campaigns(), events=streams)
 def test_each_event_delivered_twice_equals_once(make_engine, engine_url, campaign, events):
-    once = _v1(engine_url, reference(campaign, events))
-    twice = _v1(engine_url, run(make_engine(campaign), [e for ev in events for e in (ev, ev)],
-                                [7, 31]))
+    once = reference(campaign, events)
+    twice = run(make_engine(campaign), [e for ev in events for e in (ev, ev)], [7, 31])
     n_placed = sum(type(e).__name__ == "Placed" for e in events)
     del once["decisions"], twice["decisions"]  # the copies have outcomes of their own
     assert twice == {**once, "state": _plus_duplicates(once["state"], n_placed)}
@@ -126,8 +114,6 @@ def test_each_event_delivered_twice_equals_once(make_engine, engine_url, campaig
 @given(campaign=campaigns(), events=streams, cuts=st.lists(st.integers(0, 120), max_size=3))
 def test_whole_stream_delivered_twice_equals_once(make_engine, engine_url, campaign, events,
                                                   cuts):
-    if lacks_v2(engine_url):
-        pytest.skip("the Redis engine does not remember early completions yet")
     once = reference(campaign, events)
     twice = run(make_engine(campaign), events + events, cuts)
     n_placed = sum(type(e).__name__ == "Placed" for e in events)

@@ -8,7 +8,6 @@ import pytest
 from rewardcore import Balance, EventError, Outcome, dump_state
 
 from .campaigns import ENDS_MS, IN_WINDOW, STARTS_MS, make_campaign
-from .conftest import lacks_v2, without_v2
 from .events import closed, completed, placed, redeem
 
 Out = Outcome
@@ -25,7 +24,7 @@ def test_awarded_claim_is_pending_until_completed(make_engine, engine_url):
     e = make_engine(make_campaign(regions=((1, 20, ((10, 5), (20, 10))),)))
     d = e.apply([placed("o1")])
     assert d[0] == (Out.AWARDED, 1, 5)
-    assert without_v2(engine_url, e.export_state()["claims"]) == without_v2(engine_url, [
+    assert e.export_state()["claims"] == [
         {
             "beneficiary": "a1",
             "order_id": "o1",
@@ -35,7 +34,7 @@ def test_awarded_claim_is_pending_until_completed(make_engine, engine_url):
             "slot": 1,
             "state": "pending",
         }
-    ])
+    ]
     assert e.balance("a1") == Balance(pending=5)
 
 
@@ -344,8 +343,6 @@ def test_an_object_that_is_not_an_event_is_refused(make_engine):
 
 
 def test_rank_counts_the_orders_that_reached_slot_choice(make_engine, engine_url):
-    if lacks_v2(engine_url):
-        pytest.xfail("the Redis engine does not answer rank yet")
     e = make_engine(make_campaign(regions=((1, 2, ((2, 5),)), (2, 1, ((1, 3),))),
                                   max_claims_per_beneficiary=2))
     d = e.apply([
@@ -366,8 +363,6 @@ def test_rank_counts_the_orders_that_reached_slot_choice(make_engine, engine_url
 
 
 def test_rank_of_budget_exhausted(make_engine, engine_url):
-    if lacks_v2(engine_url):
-        pytest.xfail("the Redis engine does not answer rank yet")
     e = make_engine(make_campaign(regions=((1, 3, ((3, 10),)),), budget_points=10))
     d = e.apply([placed("o1"), placed("o2", agent="a2")])
     assert [Outcome(int(o)) for o in d.outcome] == [Out.AWARDED, Out.BUDGET_EXHAUSTED]
@@ -375,8 +370,6 @@ def test_rank_of_budget_exhausted(make_engine, engine_url):
 
 
 def test_early_completion_confirms_the_later_claim(make_engine, engine_url):
-    if lacks_v2(engine_url):
-        pytest.xfail("the Redis engine does not remember early completions yet")
     e = make_engine(make_campaign())
     assert outcomes(e, [completed("o1", ts=IN_WINDOW + 5), completed("o1")]) == [
         Out.UNCHANGED, Out.UNCHANGED]
@@ -400,17 +393,13 @@ def test_claim_timestamps(make_engine, engine_url):
              completed("o1", ts=IN_WINDOW + 10), closed("o1", ts=IN_WINDOW + 20),
              closed("o2", ts=IN_WINDOW + 30), completed("o2", ts=IN_WINDOW + 40)])
     got = {c.order_id: (c.state, c.ts, c.settled_ts, c.revoked_ts)
-           for c in without_v2(engine_url, e.claims())}
+           for c in e.claims()}
     want = {"o1": ("revoked", IN_WINDOW, IN_WINDOW + 10, IN_WINDOW + 20),
             "o2": ("revoked", IN_WINDOW + 1, 0, IN_WINDOW + 30)}
-    if lacks_v2(engine_url):
-        want = {k: (*v[:2], 0, 0) for k, v in want.items()}
     assert got == want
 
 
 def test_settle_on_placed_settles_at_the_placed_ts(make_engine, engine_url):
-    if lacks_v2(engine_url):
-        pytest.xfail("the Redis engine does not keep claim timestamps yet")
     e = make_engine(make_campaign(settle_on="placed"))
     e.apply([placed("o1", ts=IN_WINDOW + 3)])
     (claim,) = e.claims()

@@ -24,7 +24,8 @@ from rewardcore import BackendError, Campaign, ConfigError, _shm, load_campaign,
 from rewardcore.backends.shm import SHM_DIR, list_segments, remove_segment, segment_info
 from rewardcore.cli import main
 from rewardcore.outcomes import Outcome
-from rewardcore.parallel import _slow_partition, replay_file
+from rewardcore.replay import replay_file
+from rewardcore.replay.source import slow_partition
 from rewardcore.traffic import TrafficShape, generate
 
 from .campaigns import campaign_toml, make_campaign
@@ -348,7 +349,7 @@ def test_routing_sends_every_form_of_an_order_id_to_one_partition(parts):
     data = b"\n".join(raw for raw, _ in ROUTE_LINES) + b"\n"
     slow_calls = []
 
-    real = _slow_partition(parts)
+    real = slow_partition(parts)
 
     def slow(line: bytes) -> int:
         slow_calls.append(line)
@@ -491,7 +492,8 @@ e.close()
 
 def test_a_failing_worker_fails_the_replay_with_its_reason(tmp_path, campaign):
     from rewardcore.errors import RewardcoreError
-    from rewardcore.parallel import Job, _run_workers
+    from rewardcore.replay.run import Job
+    from rewardcore.replay.workers import run_workers
 
     toml = tmp_path / "c.toml"
     toml.write_text(campaign_toml(regions=((1, 3, ((2, 5), (3, 9))), (2, 2, ((2, 4),))),
@@ -502,7 +504,7 @@ def test_a_failing_worker_fails_the_replay_with_its_reason(tmp_path, campaign):
                 str(tmp_path / "dead")) for k in range(2)]
     jobs[1].url = "nope://"
     with pytest.raises(RewardcoreError, match=r"worker 1 .* unknown scheme 'nope'"):
-        _run_workers(jobs)
+        run_workers(jobs)
 
 
 def test_processes_claiming_at_once_hold_the_invariants(tmp_path, name):

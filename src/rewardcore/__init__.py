@@ -5,7 +5,7 @@ from __future__ import annotations
 from .backends import open_engine, register_backend
 from .campaign import Campaign, load_campaign, parse_campaign
 from .codec import DeadLetter, decode_json_array, decode_jsonl, decode_msgpack, read_jsonl
-from .engine import Balance, Claim, Decisions, Engine, RegionStatus, dump_state
+from .engine import Balance, Claim, Decision, Decisions, Engine, RegionStatus, Resumable, dump_state
 from .errors import BackendError, ConfigError, EventError, RewardcoreError
 from .events import Closed, Completed, Event, Placed, Redeem
 from .outcomes import Outcome
@@ -21,6 +21,7 @@ __all__ = [
     "Completed",
     "ConfigError",
     "DeadLetter",
+    "Decision",
     "Decisions",
     "Engine",
     "Event",
@@ -29,6 +30,7 @@ __all__ = [
     "Placed",
     "Redeem",
     "RegionStatus",
+    "Resumable",
     "RewardcoreError",
     "decode_json_array",
     "decode_jsonl",

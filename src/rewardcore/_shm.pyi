@@ -8,6 +8,7 @@ import numpy.typing as npt
 
 from ._engine import ClaimRows, Decided
 from .campaign import Campaign
+from .errors import BackendError
 from .events import Event
 
 OUTCOME_CODES: dict[str, int]
@@ -20,8 +21,8 @@ FLAG_TRANSIENT: int
 FLAG_DURABLE: int
 FLAG_SPARSE: int
 
-class CapacityError(Exception): ...
-class StateError(Exception): ...
+class CapacityError(BackendError): ...
+class StateError(BackendError): ...
 
 Buffer = bytes | bytearray | memoryview | Any
 

@@ -7,13 +7,14 @@ the exported state of DESIGN.md is assembled here once, so every engine exports 
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import msgspec
 import numpy as np
 import orjson
 
+from ._url import BackendURL
 from .campaign import Campaign
 from .codec import DEFAULT_BATCH
 from .events import Event, Redeem
@@ -71,6 +72,27 @@ class RegionStatus(msgspec.Struct, frozen=True):
     tiers: tuple[tuple[int, int], ...]  # (upto, points)
 
 
+class Summary(msgspec.Struct, frozen=True):
+    """The campaign's figures an operator watches, as the engine holds them now (the daemon
+    exports them as gauges at scrape time). A field is None when this engine cannot tell it
+    without reading every claim."""
+
+    slots_left: tuple[int, ...]  # slots each reward region can still award, campaign order
+    stock: dict[str, int]  # prize id -> units left
+    budget_used: int | None = None  # points of non-revoked claims: what the budget measures
+    claims: dict[ClaimState, int] | None = None  # claims in each state
+    points: dict[str, int] | None = None  # "pending", "confirmed", "redeemed": summed
+    beneficiaries: int | None = None  # beneficiaries holding pending or confirmed points
+
+
+class Decision(NamedTuple):
+    """One event's decision (a row of `Decisions`)."""
+
+    outcome: Outcome
+    slot: int
+    points: int
+
+
 class Decisions:
     """Compact decisions for a batch: one row per event, in the batch's order.
 
@@ -99,8 +121,14 @@ class Decisions:
     def __len__(self) -> int:
         return len(self.outcome)
 
-    def __getitem__(self, i: int) -> tuple[Outcome, int, int]:
-        return Outcome(int(self.outcome[i])), int(self.slot[i]), int(self.points[i])
+    def __getitem__(self, i: int) -> Decision:
+        return Decision(Outcome(int(self.outcome[i])), int(self.slot[i]), int(self.points[i]))
+
+    def __iter__(self) -> Iterator[Decision]:
+        """The rows in batch order (the arrays are faster for whole batches)."""
+        for o, s, p in zip(self.outcome.tolist(), self.slot.tolist(), self.points.tolist(),
+                           strict=True):
+            yield Decision(Outcome(o), s, p)
 
     def counts(self) -> dict[str, int]:
         """Outcome label -> how many events of this batch had it."""
@@ -118,12 +146,42 @@ class Engine(abc.ABC):
     #: engines that pay per batch (an fsync, a lock, a round trip) want larger ones.
     preferred_batch: ClassVar[int] = DEFAULT_BATCH
 
+    # -- capabilities, declared by each engine class (read, never probed) ----------------
+    #: Calls can wait (network, fsync, a cross-process lock): a server runs them on a thread.
+    may_block: ClassVar[bool] = True
+    #: Other processes opening the same URL work on the same state (replay --workers, a
+    #: consumer group of daemons).
+    shares_state: ClassVar[bool] = False
+    #: The state outlives the process (a server, a segment, a directory): `reset` deletes it.
+    keeps_state: ClassVar[bool] = False
+    #: Records how far a replay got with each batch (see `Resumable`).
+    resumable: ClassVar[bool] = False
+
+    _opened_url: str = ""
+
     def __init__(self, campaign: Campaign) -> None:
         self.campaign = campaign
 
+    @property
+    def url(self) -> str:
+        """The backend URL that opens this engine's state again (in another process too)."""
+        return self._opened_url or f"{self.scheme}://"
+
+    @property
+    def open_note(self) -> str | None:
+        """What opening found worth telling the user (a recovery), or None."""
+        return None
+
+    def stats(self) -> dict[str, Any]:
+        """Engine-specific counters for benchmarks (lock waits and the like); {} if none."""
+        return {}
+
     @classmethod
     def from_url(cls, campaign: Campaign, url: str) -> Engine:
-        """Open the engine a backend URL names; the default ignores everything but the scheme."""
+        """Open the engine a backend URL names; the default takes no host, path or parameters."""
+        u = BackendURL(url, known=())
+        if u.netloc or u.has_path:
+            raise u.error(f"{u.scheme}:// takes no host or path")
         return cls(campaign)
 
     # -- the hot path -----------------------------------------------------------------------
@@ -182,6 +240,31 @@ class Engine(abc.ABC):
         return RegionStatus(code, region.slots, taken, remaining,
                             tuple((t.upto, t.points) for t in region.tiers))
 
+    def summary(self) -> Summary:
+        """Budget used, slots left per region, stock, claims by state, points and
+        beneficiaries. This default reads every claim; engines with counters override it."""
+        claims = self.claims()
+        row = {r.code: k for k, r in enumerate(self.campaign.regions)}
+        taken = [0] * len(row)
+        ever_used: list[set[int]] = [set() for _ in row]
+        states = dict.fromkeys(CLAIM_STATES, 0)
+        used = 0
+        for c in claims:
+            states[c.state] += 1
+            ever_used[row[c.region]].add(c.slot)
+            if c.state != "revoked":
+                taken[row[c.region]] += 1
+                used += c.points
+        # A revoked slot comes back only under on_close = "release" (as in region_status).
+        left = tuple(r.slots - (taken[k] if self.campaign.releases else len(ever_used[k]))
+                     for k, r in enumerate(self.campaign.regions))
+        balances = self.balances().values()
+        points = {"pending": sum(b.pending for b in balances),
+                  "confirmed": sum(b.confirmed for b in balances),
+                  "redeemed": sum(b.redeemed for b in balances)}
+        holders = sum(1 for b in balances if b.pending or b.confirmed)
+        return Summary(left, self.stock(), used, states, points, holders)
+
     def claims_of(self, beneficiary: str) -> list[Claim]:
         return sorted((c for c in self.claims() if c.beneficiary == beneficiary),
                       key=lambda c: (c.ts, c.order_id))
@@ -223,6 +306,27 @@ class Engine(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+Position = tuple[int, list[int], int, int, int]
+"""Where a replay got: (partitions, the partitions this batch covers, input offset after
+it, lines before that offset, CRC-32C of the input before that offset)."""
+
+
+class Resumable(abc.ABC):
+    """An engine that records, atomically with each batch, how far a replay got, so a
+    replay of the same input resumes after a crash (rewardcore.replay.resume)."""
+
+    resumable: ClassVar[bool] = True
+
+    @abc.abstractmethod
+    def apply_at(self, events: Sequence[Event], pos: Position | None,
+                 jsonl: bytes | memoryview | None = None) -> Decisions:
+        """`apply`, recording `pos` with the batch; `jsonl` is the batch's JSON lines."""
+
+    @abc.abstractmethod
+    def replay_positions(self) -> tuple[int, list[tuple[int, int, int]]]:
+        """(partitions, [(offset, line, crc)] per partition) of the last replay recorded."""
 
 
 def dump_state(state: dict[str, Any]) -> bytes:

@@ -1,7 +1,9 @@
 """Outcome codes shared by every engine.
 
-The numbering is part of the compiled engines' ABI (ext/engine.pyx mirrors it, and a test
-checks the two agree): append new codes, never renumber.
+This is the one source of the codes: the compiled engines' copies (ext/rc_outcomes.pxi,
+ext/rc_outcome_codes.pxi) and the Redis scripts' (lua/_constants.lua) are generated from it
+by tools/gen_*.py, and tests check they are current. The numbering is part of the compiled
+engines' ABI and of saved state: append new codes, never renumber.
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ class Outcome(IntEnum):
     def label(self) -> str:
         """The lower-case name used in exported state and APIs."""
         return self.name.lower()
+
+    def __str__(self) -> str:  # print(outcome) shows "sold_out", not 8
+        return self.label
+
+    def __format__(self, spec: str) -> str:  # f"{outcome}" too (int's would show the code)
+        return format(self.label, spec)
 
 
 #: Outcomes a `placed` event can have; these are counted in the exported `outcomes`.

@@ -4,7 +4,10 @@ The shape of a Double-Eleven night, so the engines can be tried without real dat
   - arrivals spike at midnight (the window's start) and decay, over a steady base;
   - regions are Zipf-popular (a few regions take most orders), some orders fall outside
     every reward region, a few arrive before the window opens;
-  - participants are Zipf-active; each agent works for one merchant;
+  - participants are Zipf-active; each agent works for one merchant, a merchant has
+    `agents_per_merchant` agents; `participants` counts the campaign's beneficiaries (agents,
+    or merchants when the campaign pays merchants), so shares of participants mean what
+    they say;
   - orders close (revoking their claim) or complete (confirming it) some minutes later;
   - a share of events is delivered twice, as an at-least-once queue would;
   - after the window, active participants try to redeem prizes.
@@ -25,7 +28,9 @@ _MINUTE = 60_000
 
 class TrafficShape(msgspec.Struct, frozen=True, kw_only=True):
     orders: int = 100_000
-    participants: int = 0  # 0: one agent per 20 orders, at least 100
+    #: beneficiaries of the campaign's kind (agents, or merchants for a merchant campaign);
+    #: 0: one per 20 orders, at least 100
+    participants: int = 0
     agents_per_merchant: int = 5
     seed: int = 0
     close_rate: float = 0.05
@@ -38,6 +43,22 @@ class TrafficShape(msgspec.Struct, frozen=True, kw_only=True):
     region_zipf: float = 1.1
     participant_zipf: float = 0.9
     redeem_share: float = 0.05  # participants who try a redemption afterwards
+
+
+def beneficiaries(shape: TrafficShape) -> int:
+    """How many beneficiaries of the campaign's kind the stream draws from."""
+    return shape.participants or max(100, shape.orders // 20)
+
+
+def population(c: Campaign, shape: TrafficShape) -> tuple[int, int]:
+    """(agents, merchants) behind the stream. Orders are placed by agents; a merchant has
+    `agents_per_merchant` of them, so a merchant campaign with 400 participants has 400
+    merchants and 2,000 agents, an agent campaign with 2,000 participants 400 merchants."""
+    per = max(1, shape.agents_per_merchant)
+    n = beneficiaries(shape)
+    if c.pays_merchant:
+        return n * per, n
+    return n, -(-n // per)
 
 
 def _zipf_weights(n: int, s: float, rng: np.random.Generator) -> np.ndarray:
@@ -68,14 +89,14 @@ def generate(c: Campaign, shape: TrafficShape | None = None,
     shape = shape or TrafficShape()
     rng = np.random.default_rng(shape.seed)
     n = shape.orders
-    participants = shape.participants or max(100, n // 20)
+    agents, merchants = population(c, shape)  # agents place the orders
     ts = arrival_times(c, shape, rng)
     region = c.region_codes[rng.choice(len(c.region_codes), n,
                                        p=_zipf_weights(len(c.region_codes), shape.region_zipf,
                                                        rng))]
     off = rng.random(n) < shape.off_region_rate
     region[off] = -1 - rng.integers(0, 1000, int(off.sum()))  # codes no campaign uses
-    agent = rng.choice(participants, n, p=_zipf_weights(participants, shape.participant_zipf, rng))
+    agent = rng.choice(agents, n, p=_zipf_weights(agents, shape.participant_zipf, rng))
     paid = np.maximum(1, rng.lognormal(np.log(5000), 0.8, n)).astype(np.int64)
 
     # follow-ups: a close or a completion some minutes after the order
@@ -114,15 +135,16 @@ def generate(c: Campaign, shape: TrafficShape | None = None,
             yield "".join(out).encode()
             out.clear()
 
-    # redemptions after the window, by the most active participants first
+    # redemptions after the window, by the most active beneficiaries first
     if c.prizes and shape.redeem_share > 0:
-        k = max(1, int(participants * shape.redeem_share))
-        tries = np.argsort(-np.bincount(agent, minlength=participants))[:k].tolist()
+        who_of = agent // per if c.pays_merchant else agent
+        n_who, prefix = (merchants, "m") if c.pays_merchant else (agents, "a")
+        k = max(1, int(n_who * shape.redeem_share))
+        tries = np.argsort(-np.bincount(who_of, minlength=n_who), kind="stable")[:k].tolist()
         prizes = rng.integers(0, len(c.prizes), k).tolist()
         t = c.ends_ms + 1
-        for r, (a, p) in enumerate(zip(tries, prizes, strict=True)):
-            who = f"m{a // per}" if c.pays_merchant else f"a{a}"
-            out.append(f'{{"type":"redeem","redemption_id":"r{r}","beneficiary":"{who}",'
+        for r, (b, p) in enumerate(zip(tries, prizes, strict=True)):
+            out.append(f'{{"type":"redeem","redemption_id":"r{r}","beneficiary":"{prefix}{b}",'
                        f'"prize":{msgspec.json.encode(c.prizes[p].id).decode()},"qty":1,'
                        f'"ts":{t + r}}}\n')
     if out:

@@ -7,30 +7,29 @@ pauses to grow it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
 
 from .._engine import MemoryCore
+from .._url import BackendURL
 from ..campaign import Campaign
-from ..engine import Balance, Claim, Decisions, Engine, RegionStatus, claims_from_rows
-from ..errors import ConfigError
+from ..engine import (
+    CLAIM_STATES,
+    Balance,
+    Claim,
+    Decisions,
+    Engine,
+    RegionStatus,
+    Summary,
+    claims_from_rows,
+)
 from ..events import Event
 from ..outcomes import Outcome
 
 
-def _int_param(url: str, query: dict[str, list[str]], name: str, default: int) -> int:
-    if name not in query:
-        return default
-    try:
-        value = int(query[name][-1])
-    except ValueError:
-        raise ConfigError(f"backend URL {url!r}: {name} must be an integer") from None
-    if value < 0:
-        raise ConfigError(f"backend URL {url!r}: {name} must be >= 0")
-    return value
-
-
 class MemoryEngine(Engine):
     scheme = "memory"
+    may_block = False
 
     def __init__(self, campaign: Campaign, expected_orders: int = 0) -> None:
         super().__init__(campaign)
@@ -39,18 +38,11 @@ class MemoryEngine(Engine):
 
     @classmethod
     def from_url(cls, campaign: Campaign, url: str) -> Engine:
-        parts = urlsplit(url)
-        if not parts.netloc and parts.path not in ("", "/"):
-            from .durable import DurableEngine  # memory:///path/to/dir: durable mode
-
-            return DurableEngine.from_url(campaign, url)
-        if parts.netloc or parts.path not in ("", "/"):
-            raise ConfigError(
-                f"backend URL {url!r}: memory:// takes no host or path (durable mode is "
-                "memory:///path/to/dir: three slashes, an absolute path)"
-            )
-        query = parse_qs(parts.query)
-        return cls(campaign, _int_param(url, query, "orders", 0))
+        u = BackendURL(url, known=("orders",))
+        if u.netloc or u.has_path:  # memory:///dir is the durable engine's (the registry's)
+            raise u.error("memory:// takes no host or path (durable mode is "
+                          "memory:///path/to/dir: three slashes, an absolute path)")
+        return cls(campaign, u.int("orders", 0))
 
     def apply(self, events: Sequence[Event]) -> Decisions:
         batch = events if type(events) is list else list(events)
@@ -101,3 +93,19 @@ class MemoryEngine(Engine):
         slots, taken, remaining = counts
         tiers = tuple((t.upto, t.points) for t in self.campaign.region_by_code[code].tiers)
         return RegionStatus(code, slots, taken, remaining, tiers)
+
+    def summary(self) -> Summary:
+        # From the core's counters and arrays: microseconds, whatever the number of orders.
+        core = self.core
+        n_claims = int(core.outcome_count_array()[Outcome.AWARDED])  # one claim per award
+        states = np.bincount(core.a_c_state[:n_claims], minlength=len(CLAIM_STATES))
+        _, pending, confirmed, redeemed = core.balance_rows()
+        left = self.campaign.region_slots - core.a_used + core.a_heap_len
+        stock = core.stock_array()
+        return Summary(
+            budget_used=core.awarded_points_total, slots_left=tuple(left.tolist()),
+            stock={p.id: int(stock[k]) for k, p in enumerate(self.campaign.prizes)},
+            claims={s: int(states[k]) for k, s in enumerate(CLAIM_STATES)},
+            points={"pending": int(pending.sum()), "confirmed": int(confirmed.sum()),
+                    "redeemed": int(redeemed.sum())},
+            beneficiaries=int(np.count_nonzero((pending != 0) | (confirmed != 0))))

@@ -35,17 +35,22 @@ from redis.exceptions import (
 )
 from redis.retry import Retry
 
+from .._url import redact_url
 from ..errors import BackendError
 
-SCRIPT_NAMES = ("mark_orders", "decide_claims", "grant_capacity", "settle_claims",
-                "redeem_points", "rebuild_ledger")
+SCRIPT_NAMES = ("mark_orders", "decide_batch")
+# A shebang makes Redis refuse the whole script up front when it is out of memory, instead
+# of failing its first write halfway (scripts without one are checked per write command).
+SHEBANG = "#!lua\n"
 
 
 def load_scripts() -> dict[str, tuple[str, str]]:
-    """Script name -> (source, sha1), read from the package's lua/ directory."""
+    """Script name -> (source, sha1): the shebang, the generated constants, the script."""
+    lua = resources.files("rewardcore").joinpath("lua")
+    prelude = lua.joinpath("_constants.lua").read_text("utf-8")
     out = {}
     for name in SCRIPT_NAMES:
-        source = resources.files("rewardcore").joinpath("lua", f"{name}.lua").read_text("utf-8")
+        source = SHEBANG + prelude + lua.joinpath(f"{name}.lua").read_text("utf-8")
         out[name] = (source, hashlib.sha1(source.encode("utf-8")).hexdigest())
     return out
 
@@ -99,11 +104,11 @@ class Nodes:
             else:
                 self._rc = None
                 client = redis.Redis.from_url(url, **opts)
-                self._single = _Node(_safe_url(url), client.connection_pool)
+                self._single = _Node(redact_url(url), client.connection_pool)
             for node in self.all_nodes():
                 node.load()
         except RedisError as exc:
-            raise BackendError(f"redis {_safe_url(url)}: cannot connect and load scripts: "
+            raise BackendError(f"redis {redact_url(url)}: cannot connect and load scripts: "
                                f"{exc}") from exc
 
     # -- topology -------------------------------------------------------------------------
@@ -145,16 +150,18 @@ class Nodes:
             self._rc.nodes_manager.initialize()
 
     # -- calls ----------------------------------------------------------------------------
-    def run(self, calls: Sequence[Call], what: str) -> list[Any]:
-        """Run script calls; replies (MessagePack, decoded) in the calls' order.
-        Raises BackendError."""
+    def run(self, calls: Sequence[Call], what: str,
+            wait: tuple[int, int] | None = None) -> list[Any]:
+        """Run script calls; replies (MessagePack, decoded) in the calls' order. With
+        `wait` = (replicas, timeout ms), each node's pipeline ends with WAIT and fewer
+        confirmations than asked is an error. Raises BackendError."""
         results: list[Any] = [None] * len(calls)
         pending = list(range(len(calls)))
         for _attempt in range(3):
             groups: dict[_Node, list[int]] = {}
             for i in pending:
                 groups.setdefault(self.node_of(calls[i][1][0]), []).append(i)
-            replies = self._send(groups, calls, what)
+            replies = self._send(groups, calls, what, wait)
             pending = []
             reload: set[_Node] = set()
             moved = False
@@ -186,8 +193,9 @@ class Nodes:
                            "reloading scripts / refreshing the slot map")
 
     def _send(self, groups: dict[_Node, list[int]], calls: Sequence[Call],
-              what: str) -> dict[_Node, list[Any]]:
+              what: str, wait: tuple[int, int] | None) -> dict[_Node, list[Any]]:
         """Write every node's pipeline, then read every node's replies."""
+        tail = [hiredis.pack_command(("WAIT", *wait))] if wait else []
         conns = {}
         replies: dict[_Node, list[Any]] = {}
         try:
@@ -195,7 +203,7 @@ class Nodes:
                 conn = node.pool.get_connection()
                 conns[node] = conn
                 conn.send_packed_command(
-                    [b"".join([hiredis.pack_command(_evalsha(calls[i])) for i in idx])],
+                    [b"".join([hiredis.pack_command(_evalsha(calls[i])) for i in idx] + tail)],
                     check_health=False)
             for node, idx in groups.items():
                 conn = conns[node]
@@ -206,6 +214,13 @@ class Nodes:
                     except ResponseError as exc:
                         got.append(exc)
                 replies[node] = got
+                if wait:
+                    # WAIT counts replicas that acknowledged this connection's writes
+                    acked = conn.read_response()
+                    if int(acked) < wait[0]:
+                        raise BackendError(
+                            f"redis {node.name}: {what}: only {acked} of {wait[0]} replica(s) "
+                            f"confirmed the writes within {wait[1]} ms")
         except (RedisError, OSError) as exc:
             for conn in conns.values():
                 conn.disconnect()  # a half-read pipeline must not be reused
@@ -254,10 +269,3 @@ class Nodes:
 def _names(nodes: Any) -> str:
     return ",".join(sorted(n.name for n in nodes))
 
-
-def _safe_url(url: str) -> str:
-    """The URL without a password, for messages."""
-    if "@" in url:
-        scheme, _, rest = url.partition("://")
-        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
-    return url

@@ -39,6 +39,7 @@ class _Claim:
 
 class ReferenceEngine(Engine):
     scheme = "reference"
+    may_block = False
 
     def __init__(self, campaign: Campaign) -> None:
         super().__init__(campaign)

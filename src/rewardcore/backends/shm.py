@@ -48,27 +48,30 @@ from dataclasses import dataclass
 from multiprocessing import resource_tracker, shared_memory
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
 from .. import _shm
+from .._url import BackendURL
 from ..campaign import Campaign
-from ..engine import Balance, Claim, Decisions, Engine, RegionStatus, claims_from_rows
+from ..engine import (
+    Balance,
+    Claim,
+    Decisions,
+    Engine,
+    Position,
+    RegionStatus,
+    Resumable,
+    Summary,
+    claims_from_rows,
+)
 from ..errors import BackendError, ConfigError
 from ..events import Event
 from ..outcomes import Outcome
-from .durable import (
-    DurableLog,
-    DurableOptions,
-    Foreign,
-    Position,
-    RecoveryReport,
-    campaign_fingerprint,
-    durable_options,
-    encode_record,
-    int_param,
-)
+from ..storage.log import DurableLog, RecoveryReport, campaign_fingerprint
+from ..storage.options import DURABLE_PARAMS, DurableOptions, durable_options
+from ..storage.records import encode_record
 
 SHM_DIR = Path("/dev/shm")
 PREFIX = "rewardcore."
@@ -101,43 +104,35 @@ _CAPS = ("orders", "claims", "beneficiaries", "redemptions", "arena")
 
 
 def parse_url(url: str) -> ShmConfig:
-    parts = urlsplit(url)
-    if parts.path not in ("", "/"):
-        raise ConfigError(f"backend URL {url!r}: shm://NAME takes no path (a durable "
-                          "directory is given as ?dir=/path)")
-    name = parts.netloc
+    u = BackendURL(url, known=(*_CAPS, "transient", "reserve", "dir", *DURABLE_PARAMS))
+    if u.has_path:
+        raise u.error("shm://NAME takes no path (a durable directory is given as ?dir=/path)")
+    name = u.netloc
     anonymous = not name
     if anonymous:
         name = f"anon-{os.getpid()}-{secrets.token_hex(4)}"
     elif not _NAME.match(name):
-        raise ConfigError(f"backend URL {url!r}: segment name {name!r} must be 1-100 of "
-                          "A-Z a-z 0-9 _ . -")
-    q = parse_qs(parts.query)
-    known = set(_CAPS) | {"transient", "reserve", "dir", "fsync", "ms", "snapshot_mb"}
-    for key in q:
-        if key not in known:
-            raise ConfigError(f"backend URL {url!r}: unknown parameter {key!r}; expected "
-                              f"{', '.join(sorted(known))}")
-    orders = int_param(url, q, "orders", 1_000_000, 1)
-    claims = int_param(url, q, "claims", orders, 1)
-    bene = int_param(url, q, "beneficiaries", max(65536, orders // 8), 1)
-    red = int_param(url, q, "redemptions", 65536, 1)
-    arena = int_param(url, q, "arena", 24 * (claims + bene) + 64 * red, 1024)
+        raise u.error(f"segment name {name!r} must be 1-100 of A-Z a-z 0-9 _ . -")
+    orders = u.int("orders", 1_000_000, 1)
+    claims = u.int("claims", orders, 1)
+    bene = u.int("beneficiaries", max(65536, orders // 8), 1)
+    red = u.int("redemptions", 65536, 1)
+    arena = u.int("arena", 24 * (claims + bene) + 64 * red, 1024)
     caps = {"orders": orders, "claims": claims, "beneficiaries": bene, "redemptions": red,
             "arena": arena}
-    directory = q.get("dir", [None])[-1]
+    directory = u.text("dir")
     if directory is not None and not directory.startswith("/"):
-        raise ConfigError(f"backend URL {url!r}: dir must be an absolute path")
+        raise u.error("dir must be an absolute path")
     return ShmConfig(
-        url=urlunsplit(("shm", name, "", parts.query, "")),
+        url=urlunsplit(("shm", name, "", urlsplit(url).query, "")),
         name=name,
         anonymous=anonymous,
         caps=caps,
-        explicit=frozenset(k for k in _CAPS if k in q),
-        transient=anonymous or int_param(url, q, "transient", 0) == 1,
-        reserve=int_param(url, q, "reserve", 1) == 1,
+        explicit=frozenset(k for k in _CAPS if k in u.query),
+        transient=anonymous or u.int("transient", 0) == 1,
+        reserve=u.int("reserve", 1) == 1,
         dir=Path(directory) if directory else None,
-        durable=durable_options(url, q),
+        durable=durable_options(u),
     )
 
 
@@ -195,10 +190,12 @@ def _close_at_exit() -> None:
             engine.close()
 
 
-class ShmEngine(Engine):
+class ShmEngine(Resumable, Engine):
     """The shared-memory engine; see the module docstring."""
 
     scheme = "shm"
+    shares_state = True
+    keeps_state = True
     #: a batch pays the segment's lock: larger batches amortise it
     preferred_batch = 4096
 
@@ -238,6 +235,12 @@ class ShmEngine(Engine):
         """A URL other processes can open to attach to this segment (the opening URL, with
         the generated name of a `shm://` segment filled in)."""
         return self.config.url
+
+    @property
+    def open_note(self) -> str | None:
+        rec = self.recovery
+        return rec.summary() if rec is not None and (rec.records or rec.cut or rec.snapshot) \
+            else None
 
     @property
     def segment_path(self) -> Path:
@@ -281,11 +284,8 @@ class ShmEngine(Engine):
             if cfg.reserve:
                 self._reserve(size)
             self._populate()
-            try:
-                self.core = _shm.ShmCore(self.campaign, shm.buf, True,
-                                         table_caps(self.campaign, cfg.caps), self.fp, flags)
-            except _shm.StateError as exc:
-                raise BackendError(f"{self.segment_path}: {exc}") from None
+            self.core = _shm.ShmCore(self.campaign, shm.buf, True,
+                                     table_caps(self.campaign, cfg.caps), self.fp, flags)
             return
         while not _shm.segment_ready(shm.buf):
             if time.monotonic() > deadline:
@@ -356,28 +356,22 @@ class ShmEngine(Engine):
     def _open_durable(self) -> None:
         assert self.log is not None
         log = self.log
-        try:
-            if log.first:
-                # Nobody else uses the directory: the segment is trusted only when it is
-                # exactly the state the log ends with; otherwise it is rebuilt from disk.
-                try:
-                    log.check_campaign()
-                except Foreign as exc:
-                    raise ConfigError(f"{log.path}: {exc}") from None
-                with self._locked(recovering=True) as suspect:
-                    gen, size, seq = self.core.wal_state()
-                    if self.created or suspect or not log.matches(gen, size, seq):
-                        self._rebuild(clean=True)
-                    else:
-                        log.resume_at(gen, size, seq)
-                        self.recovery = RecoveryReport(str(log.path))
-                log.share()
-            else:
-                with self._locked():
-                    gen, size, seq = self.core.wal_state()
-                    log.follow(gen, size, seq)
-        except _shm.CapacityError as exc:
-            raise BackendError(f"{log.path}: {exc}") from None
+        if log.first:
+            # Nobody else uses the directory: the segment is trusted only when it is
+            # exactly the state the log ends with; otherwise it is rebuilt from disk.
+            log.check_campaign()
+            with self._locked(recovering=True) as suspect:
+                gen, size, seq = self.core.wal_state()
+                if self.created or suspect or not log.matches(gen, size, seq):
+                    self._rebuild(clean=True)
+                else:
+                    log.resume_at(gen, size, seq)
+                    self.recovery = RecoveryReport(str(log.path))
+            log.share()
+        else:
+            with self._locked():
+                gen, size, seq = self.core.wal_state()
+                log.follow(gen, size, seq)
 
     def _rebuild(self, clean: bool = False) -> None:
         """Rebuild the segment from the directory (the lock is held)."""
@@ -404,10 +398,7 @@ class ShmEngine(Engine):
         core = self.core
         if core is None:
             raise BackendError(f"{self.segment_path}: the engine is closed")
-        try:
-            suspect = core.lock()
-        except _shm.StateError as exc:
-            raise BackendError(f"{self.segment_path}: {exc}") from None
+        suspect = core.lock()
         try:
             if suspect and not recovering:
                 self._suspect()
@@ -443,10 +434,7 @@ class ShmEngine(Engine):
         payload = encode_record(batch, pos, jsonl) if log is not None else b""
         checkpoint = None
         with self._locked():
-            try:
-                core.check_room()
-            except _shm.CapacityError as exc:
-                raise BackendError(f"{self.segment_path}: {exc}") from None
+            core.check_room()
             if log is not None:
                 log.append(payload)  # under the mutex: the log's order is the apply order
             out = core.commit()
@@ -539,6 +527,21 @@ class ShmEngine(Engine):
         slots, taken, remaining = counts
         tiers = tuple((t.upto, t.points) for t in self.campaign.region_by_code[code].tiers)
         return RegionStatus(code, slots, taken, remaining, tiers)
+
+    def summary(self) -> Summary:
+        # Counters and arrays only, under one short hold of the lock; claims by state would
+        # mean reading every claim (with its order id) while every worker waits.
+        with self._locked():
+            core = self.core
+            used = int(core.counters()["awarded_points"])
+            _, pending, confirmed, redeemed = core.balance_rows()
+            stock = core.stock_array()
+            left = tuple(core.region_counts(r.code)[2] for r in self.campaign.regions)
+        return Summary(
+            left, {p.id: int(stock[k]) for k, p in enumerate(self.campaign.prizes)}, used,
+            points={"pending": int(pending.sum()), "confirmed": int(confirmed.sum()),
+                    "redeemed": int(redeemed.sum())},
+            beneficiaries=int(np.count_nonzero((pending != 0) | (confirmed != 0))))
 
     def stats(self) -> dict[str, Any]:
         """Sizes, capacities and lock statistics of the segment."""

@@ -7,11 +7,15 @@ daemon rejects is rejected exactly as `rewardcore replay` would, with the same r
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
 import hmac
 import logging
 import re
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,15 +28,23 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..campaign import Campaign
-from ..codec import Batch, DeadLetter, decode_json_array, decode_jsonl, decode_msgpack
+from ..codec import (
+    Batch,
+    DeadLetter,
+    decode_json_array,
+    decode_jsonl,
+    decode_msgpack,
+    json_depth_over,
+)
 from ..engine import Decisions, Engine, dump_state
-from ..events import Closed, Completed, Event, Placed, Qty, Redeem, Ts
+from ..events import INT64_MAX, Closed, Completed, Event, Placed, Qty, Redeem, Ts
 from ..events import Id as _Id
 from ..outcomes import LABELS, Outcome
 from ..winners import winner_rows
 from .deadletters import DeadLetterSink
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
+from .pages import Pages
 from .worker import EngineWorker, WorkerClosed
 
 log = logging.getLogger("rewardcore.daemon")
@@ -54,6 +66,10 @@ class DaemonContext:
     dead: DeadLetterSink
     token: str
     max_body: int
+    read_token: str = ""  # may only read the views
+    public_winners: bool = False  # GET /v1/winners needs no token
+    body_timeout: float = 30.0  # seconds for a whole request body
+    max_rejects_shown: int = 20  # rejected events an answer lists in full
     stopping: bool = False
     started: float = field(default_factory=time.monotonic)
 
@@ -78,6 +94,15 @@ class EventsAnswer(msgspec.Struct):
     accepted: int
     rejected: int
     dead_letters: list[dict[str, Any]]
+    dead_letters_omitted: int = 0  # rejected events past --max-rejects-shown, not listed
+
+
+#: Bytes of a rejected event's raw an answer shows (the dead-letter file keeps more).
+SHOWN_RAW = 256
+#: Bodies larger than this are decoded off the event loop, so a huge bad body never stalls
+#: the other connections (a small one decodes faster than a thread hop).
+THREAD_DECODE = 256 * 1024
+_decoding = ThreadPoolExecutor(2, thread_name_prefix="rewardcore-decode")
 
 
 class RedemptionBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -106,8 +131,9 @@ class _Encoded(Response):
             super().__init__(_json.encode(content), status_code, headers, "application/json")
 
 
-def _error(status: int, message: str, **extra: Any) -> Response:
-    return _Encoded({"error": message, **extra}, status)
+def _error(status: int, message: str, headers: dict[str, str] | None = None,
+           **extra: Any) -> Response:
+    return _Encoded({"error": message, **extra}, status, headers=headers)
 
 
 def _wants_msgpack(request: Request) -> bool:
@@ -118,9 +144,10 @@ _FIELD_AT = re.compile(r"at `\$(?:\[\d+\])?\.([^`\[]+)")
 _FIELD_MISSING = re.compile(r"(?:required|unknown) field `([^`]+)`")
 
 
-def dead_letter_row(d: DeadLetter) -> dict[str, Any]:
-    """A dead letter for an answer: where it was, why, and the field when msgspec names one."""
-    row = d.to_dict()
+def dead_letter_row(d: DeadLetter, raw_limit: int | None = SHOWN_RAW) -> dict[str, Any]:
+    """A dead letter for an answer: where it was, why, the field when msgspec names one,
+    and at most `raw_limit` bytes of it as received."""
+    row = d.to_dict(raw_limit)
     m = _FIELD_AT.search(d.reason) or _FIELD_MISSING.search(d.reason)
     if m:
         row["field"] = m.group(1)
@@ -154,18 +181,30 @@ class _TooLarge(Exception):
     pass
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+class _TooSlow(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise _TooLarge
     chunks = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:  # chunked bodies have no length up front
-            raise _TooLarge
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:  # chunked bodies have no length up front
+                    raise _TooLarge
+                chunks.append(chunk)
+    except TimeoutError:
+        raise _TooSlow from None
     return b"".join(chunks)
+
+
+def _too_slow_message(timeout: float) -> str:
+    return f"request body not received within {timeout:g} s (--body-timeout)"
 
 
 def _too_large(limit: int) -> Response:
@@ -206,18 +245,25 @@ def build_app(ctx: DaemonContext) -> ASGIApp:
 
     async def post_redemption(request: Request) -> Response:
         try:
-            body = await _read_body(request, ctx.max_body)
+            body = await _read_body(request, ctx.max_body, ctx.body_timeout)
         except _TooLarge:
             return _too_large(ctx.max_body)
+        except _TooSlow:
+            return _Encoded({"error": _too_slow_message(ctx.body_timeout)}, 408,
+                            headers={"connection": "close"})
         ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         try:
             if ctype in _MSGPACK_TYPES:
                 r = _redemption_msgpack.decode(body)
+            elif json_depth_over(body):
+                raise msgspec.DecodeError("nested deeper than a redemption can be")
             else:
                 r = _redemption_json.decode(body)
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-            row = dead_letter_row(DeadLetter(str(exc), body))
-            return _error(400, f"invalid redemption: {exc}", field=row.get("field"))
+        except Exception as exc:  # whatever hostile bytes make the decoder raise
+            reason = str(exc) if isinstance(exc, msgspec.DecodeError) else (
+                f"{type(exc).__name__}: {exc}")
+            row = dead_letter_row(DeadLetter(reason, body))
+            return _error(400, f"invalid redemption: {reason}", field=row.get("field"))
         ts = r.ts if r.ts is not None else int(time.time() * 1000)
         ev = Redeem(redemption_id=r.redemption_id, beneficiary=r.beneficiary, prize=r.prize,
                     qty=r.qty, ts=ts)
@@ -239,7 +285,7 @@ def build_app(ctx: DaemonContext) -> ASGIApp:
         }, msgpack=_wants_msgpack(request))
 
     async def get_beneficiary(request: Request) -> Response:
-        who = request.path_params["id"]
+        who = _id_param(request.path_params["id"], "beneficiary id")
 
         def view(engine: Engine) -> dict[str, Any]:
             return {
@@ -274,11 +320,17 @@ def build_app(ctx: DaemonContext) -> ASGIApp:
             if region not in ctx.campaign.region_by_code:
                 return _error(404, f"region {region} is not a reward region of campaign "
                                    f"{ctx.campaign.id}")
+        limit = _limit_param(request)
+        after = _winners_cursor(request.query_params.get("cursor"))
 
         def view(engine: Engine) -> dict[str, Any]:
             rows = winner_rows(engine, region)
+            later = [r for r in rows if (r["region"], r["slot"]) > after] if after else rows
+            page = later[:limit]
+            more = len(later) > limit
             return {"campaign": ctx.campaign.id, "region": region, "count": len(rows),
-                    "winners": rows}
+                    "winners": page,
+                    "next_cursor": f"{page[-1]['region']}:{page[-1]['slot']}" if more else None}
 
         return await _view(view)
 
@@ -288,8 +340,36 @@ def build_app(ctx: DaemonContext) -> ASGIApp:
             return state
         return Response(dump_state(state), media_type="application/json")
 
+    async def get_state_claims(request: Request) -> Response:
+        limit = _limit_param(request)
+        after = _claims_cursor(request.query_params.get("cursor"))
+        state = await _engine_call(ctx.engine.export_state)
+        if isinstance(state, Response):
+            return state
+        claims = state["claims"]  # sorted by order_id
+        later = [c for c in claims if c["order_id"] > after] if after else claims
+        page = later[:limit]
+        nxt = None
+        if len(later) > limit:
+            nxt = base64.urlsafe_b64encode(page[-1]["order_id"].encode()).decode().rstrip("=")
+        return _Encoded({"count": len(claims), "claims": page, "next_cursor": nxt})
+
     async def get_dead_letters(request: Request) -> Response:
-        return _Encoded({"total": ctx.dead.total, "recent": list(ctx.dead.recent)})
+        limit = _limit_param(request)
+        raw = request.query_params.get("cursor")
+        after = 0
+        if raw:
+            if not _DIGITS.fullmatch(raw):
+                raise HTTPException(400, f"cursor {raw[:40]!r} is not one this API gave out")
+            after = int(raw)
+        page, nxt = ctx.dead.page(after, limit)
+        return _Encoded({"total": ctx.dead.total, "recent": page,
+                         "next_cursor": None if nxt is None else str(nxt)})
+
+    async def openapi(request: Request) -> Response:
+        from .openapi import document
+
+        return _Encoded(document())
 
     async def healthz(request: Request) -> Response:
         body = {"status": "stopping" if ctx.stopping else "ok", "campaign": ctx.campaign.id,
@@ -298,6 +378,13 @@ def build_app(ctx: DaemonContext) -> ASGIApp:
         return _Encoded(body, 503 if ctx.stopping else 200)
 
     async def metrics(request: Request) -> Response:
+        # The campaign gauges: one summary per scrape, in order with the batches.
+        try:
+            ctx.metrics.summary = await ctx.worker.call(ctx.engine.summary)
+        except WorkerClosed:
+            pass  # stopping: the last summary stands
+        except Exception as exc:  # the other metrics still answer; the gauges keep the last
+            log.error("engine_error", exc_info=exc, extra={"fields": {"where": "summary"}})
         return Response(ctx.metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
     async def _engine_call(fn: Callable[..., Any], *args: Any) -> Any:
@@ -315,7 +402,11 @@ def build_app(ctx: DaemonContext) -> ASGIApp:
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        return _error(exc.status_code, exc.detail)
+        return _error(exc.status_code, exc.detail, headers=exc.headers)
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.error("error", exc_info=exc, extra={"fields": {"where": request.url.path}})
+        return _error(500, f"internal error: {type(exc).__name__}; see the daemon's log")
 
     routes = [
         Route("/v1/events", events, methods=["POST"]),
@@ -324,19 +415,73 @@ def build_app(ctx: DaemonContext) -> ASGIApp:
         Route("/v1/regions/{code}", get_region, methods=["GET"]),
         Route("/v1/winners", get_winners, methods=["GET"]),
         Route("/v1/state", get_state, methods=["GET"]),
+        Route("/v1/state/claims", get_state_claims, methods=["GET"]),
         Route("/v1/dead-letters", get_dead_letters, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        *Pages(ctx).routes(),  # /p/{beneficiary}, /winners, /live (docs/daemon.md)
     ]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
-    return Front(app, events, ctx.token, ctx.metrics)
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error,
+                                                       Exception: server_error})
+    return Front(app, events, ctx)
+
+
+_INT = re.compile(r"-?[0-9]{1,19}")
+_DIGITS = re.compile(r"[0-9]{1,19}")
+#: Rows a paginated view answers at most, unless ?limit= asks for fewer (a page of winners
+#: is about 200 bytes a row: 2 MB at most).
+PAGE_LIMIT = 10_000
 
 
 def _int_param(raw: str, what: str) -> int:
+    # Strictly ASCII digits: int() would also take " 110140", "1_10140" and other scripts'
+    # digits, so one region would have many spellings.
+    if not _INT.fullmatch(raw):
+        raise HTTPException(400, f"{what} {raw[:40]!r} is not an integer")
+    value = int(raw)
+    if not -INT64_MAX <= value <= INT64_MAX:  # the range of a region code (events.py)
+        raise HTTPException(400, f"{what} {raw[:40]!r} is out of range")
+    return value
+
+
+def _id_param(raw: str, what: str) -> str:
+    if not 1 <= len(raw) <= 256 or not raw.isprintable() or raw != raw.strip():
+        raise HTTPException(400, f"{what} {raw[:40]!r}: expected 1-256 printable characters, "
+                                 "no spaces at the ends")
+    return raw
+
+
+def _limit_param(request: Request) -> int:
+    raw = request.query_params.get("limit")
+    if raw is None or raw == "":
+        return PAGE_LIMIT
+    if not _DIGITS.fullmatch(raw) or not 1 <= int(raw) <= PAGE_LIMIT:
+        raise HTTPException(400, f"limit {raw[:40]!r}: expected an integer from 1 to "
+                                 f"{PAGE_LIMIT}")
+    return int(raw)
+
+
+def _winners_cursor(raw: str | None) -> tuple[int, int] | None:
+    if not raw:
+        return None
+    region, sep, slot = raw.partition(":")
+    if not sep or not _INT.fullmatch(region) or not _DIGITS.fullmatch(slot):
+        raise HTTPException(400, f"cursor {raw[:40]!r} is not one this API gave out")
+    return int(region), int(slot)
+
+
+def _claims_cursor(raw: str | None) -> str | None:
+    if not raw:
+        return None
     try:
-        return int(raw)
-    except ValueError:
-        raise HTTPException(400, f"{what} {raw!r} is not an integer") from None
+        after = base64.b64decode(raw + "=" * (-len(raw) % 4), altchars=b"-_",
+                                 validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        after = ""
+    if not after:
+        raise HTTPException(400, f"cursor {raw[:40]!r} is not one this API gave out")
+    return after
 
 
 def _balance(b: Any) -> dict[str, int]:
@@ -345,9 +490,10 @@ def _balance(b: Any) -> dict[str, int]:
 
 
 _ROUTE_PREFIXES = (("/v1/beneficiaries/", "/v1/beneficiaries/{id}"),
-                   ("/v1/regions/", "/v1/regions/{code}"))
-_ROUTES = {"/v1/events", "/v1/redemptions", "/v1/winners", "/v1/state", "/v1/dead-letters",
-           "/healthz", "/metrics"}
+                   ("/v1/regions/", "/v1/regions/{code}"), ("/p/", "/p/{beneficiary}"))
+_ROUTES = {"/v1/events", "/v1/redemptions", "/v1/winners", "/v1/state", "/v1/state/claims",
+           "/v1/dead-letters", "/healthz", "/metrics", "/openapi.json", "/winners", "/live",
+           "/live/summary.json"}
 
 
 def _route_label(path: str) -> str:
@@ -367,12 +513,14 @@ class Front:
     docs/daemon.md), and it is the one path the order gateway calls per order.
     """
 
-    def __init__(self, app: ASGIApp, events: EventsEndpoint, token: str,
-                 metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, events: EventsEndpoint, ctx: DaemonContext) -> None:
         self.app = app
         self.events = events
-        self.expected = b"Bearer " + token.encode()
-        self.metrics = metrics
+        self.expected = b"Bearer " + ctx.token.encode()
+        # Without a read token, nothing may match it: a value no header can carry.
+        self.read_only = b"Bearer " + ctx.read_token.encode() if ctx.read_token else b"\n"
+        self.public_winners = ctx.public_winners
+        self.metrics = ctx.metrics
         self._counters: dict[tuple[str, int], Any] = {}
 
     def _count(self, route: str, status: int) -> None:
@@ -393,15 +541,35 @@ class Front:
                 if name == b"authorization":
                     got = value
                     break
+            reads = scope["method"] in ("GET", "HEAD")
             # compare_digest takes the same time wherever the two differ.
-            if not hmac.compare_digest(got, self.expected):
+            if hmac.compare_digest(got, self.expected):
+                pass  # the write token may do everything
+            elif hmac.compare_digest(got, self.read_only):
+                if not reads:
+                    await _send_raw(send, 403, _json.encode({
+                        "error": "this token may only read (--read-token): "
+                                 f"{scope['method']} {path} needs the write token"
+                    }), b"application/json")
+                    self._count(_route_label(path), 403)
+                    return
+            elif not (reads and self.public_winners and path == "/v1/winners"):
                 await _send_raw(send, 401, _json.encode({
                     "error": "missing or wrong bearer token: send Authorization: Bearer <token>"
                 }), b"application/json", [(b"www-authenticate", b"Bearer")])
                 self._count(_route_label(path), 401)
                 return
             if path == "/v1/events" and scope["method"] == "POST":
-                self._count("/v1/events", await self.events.handle(scope, receive, send))
+                try:
+                    status = await self.events.handle(scope, receive, send)
+                except Exception as exc:  # a bug must still answer JSON (the answer is
+                    # sent last, so nothing of it went out yet)
+                    log.error("error", exc_info=exc, extra={"fields": {"where": path}})
+                    await _send_raw(send, 500, _json.encode({
+                        "error": f"internal error: {type(exc).__name__}; see the daemon's log"
+                    }), b"application/json", [(b"connection", b"close")])
+                    status = 500
+                self._count("/v1/events", status)
                 return
         status = 500
 
@@ -458,26 +626,43 @@ class EventsEndpoint:
             return await self._too_large(send)
         chunks = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return 499  # the client went away before sending its body: nothing applied
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:  # chunked bodies have no length up front
-                return await self._too_large(send)
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout(ctx.body_timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return 499  # the client went away before its body: nothing applied
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:  # chunked bodies have no length up front
+                        return await self._too_large(send)
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            await _send_raw(send, 408, _json.encode({
+                "error": _too_slow_message(ctx.body_timeout) + "; nothing of it was applied"}),
+                b"application/json", [(b"connection", b"close")])
+            return 408
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        events, dead = decoder(body)
-        dead_rows = [dead_letter_row(d) for d in dead]
+        if len(body) > THREAD_DECODE:
+            events, dead = await asyncio.get_running_loop().run_in_executor(
+                _decoding, decoder, body)
+        else:
+            events, dead = decoder(body)
+        rejected = 0
+        dead_rows: list[dict[str, Any]] = []
         if dead:
             ctx.dead.add("http", dead)
+            rejected = sum(d.count for d in dead)
+            shown = ctx.max_rejects_shown
+            dead_rows = [dead_letter_row(d) for d in dead[:shown]]
+        omitted = rejected - sum(r.get("count", 1) for r in dead_rows)
         if not events and dead:
-            return await self._error(send, 400, f"no valid event in the batch: {len(dead)} "
+            return await self._error(send, 400, f"no valid event in the batch: {rejected} "
                                                 "rejected, none applied", accepted=0,
-                                     rejected=len(dead), dead_letters=dead_rows)
+                                     rejected=rejected, dead_letters=dead_rows,
+                                     dead_letters_omitted=omitted)
         rows: list[DecisionRow] = []
         counts: dict[str, int] = {}
         if events:
@@ -494,7 +679,7 @@ class EventsEndpoint:
                                                     "are idempotent)")
             rows = decision_rows(events, decisions)
             counts = outcome_counts(rows)
-        answer = EventsAnswer(rows, counts, len(events), len(dead), dead_rows)
+        answer = EventsAnswer(rows, counts, len(events), rejected, dead_rows, omitted)
         if b"msgpack" in accept:
             await _send_raw(send, 200, _msgpack.encode(answer), b"application/msgpack")
         else:

@@ -16,14 +16,17 @@ import signal
 import socket
 import time
 from collections.abc import Iterator
+from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
+import orjson
 import prometheus_client
 import uvicorn
 import uvloop
 
+from .._files import write_atomic
+from .._url import redact_url
 from ..backends import open_engine
 from ..campaign import load_campaign
 from ..engine import dump_state
@@ -31,12 +34,117 @@ from ..errors import RewardcoreError
 from .app import DaemonContext, build_app
 from .config import DaemonConfig
 from .deadletters import DeadLetterSink
-from .logs import log, setup_logging
+from .logs import AccessLog, log, log_stats, setup_logging
 from .metrics import Metrics
-from .worker import IN_PROCESS_SCHEMES, EngineWorker
+from .worker import engine_worker
 
 if TYPE_CHECKING:
     from .streams import StreamConsumer
+
+
+def _json_answer(status: int, message: str) -> bytes:
+    """A whole HTTP/1.1 answer with a JSON error body, for the connection layer (which has
+    no ASGI app to answer through); the connection is closed after it."""
+    body = orjson.dumps({"error": message})
+    phrase = HTTPStatus(status).phrase.encode()
+    return (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n%s" % (status, phrase, len(body), body))
+
+
+def protocol_class(cfg: DaemonConfig) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol with the limits it lacks: a deadline for a request's
+    headers (a connection that sends nothing, or headers slowly, is answered 408 and
+    closed), a cap on their size (431), a cap on open connections (503 on connect), and
+    JSON for its own error answers."""
+    import httptools
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    header_timeout, max_header, max_connections = (cfg.header_timeout, cfg.max_header,
+                                                    cfg.max_connections)
+
+    class Protocol(HttpToolsProtocol):
+        _header_timer: asyncio.TimerHandle | None = None
+        _header_bytes = 0
+        _refused = False
+        _pending: tuple[int, str] | None = None  # an answer for the parser error raised
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
+            if len(self.connections) >= max_connections:
+                self._refused = True
+                self.transport = transport  # type: ignore[assignment]
+                transport.write(_json_answer(  # type: ignore[attr-defined]
+                    503, f"too many connections: at most {max_connections} at once "
+                         "(--max-connections); try again shortly"))
+                transport.close()
+                return
+            super().connection_made(transport)  # type: ignore[arg-type]
+            self._await_headers()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._stop_header_timer()
+            if not self._refused:
+                super().connection_lost(exc)
+
+        def _await_headers(self) -> None:
+            self._header_bytes = 0
+            self._stop_header_timer()
+            self._header_timer = self.loop.call_later(header_timeout, self._headers_late)
+
+        def _stop_header_timer(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _headers_late(self) -> None:
+            self._header_timer = None
+            if not self.transport.is_closing():
+                self._close_with(408, f"request headers not received within {header_timeout:g}"
+                                      " s (--header-timeout)")
+
+        def _close_with(self, status: int, message: str) -> None:
+            self.transport.write(_json_answer(status, message))
+            self.transport.close()
+
+        def data_received(self, data: bytes) -> None:
+            if self._refused:
+                return
+            reading_headers = self._header_timer is not None
+            super().data_received(data)
+            if reading_headers and self._header_timer is not None:  # headers not complete
+                self._header_bytes += len(data)
+                if self._header_bytes > max_header and not self.transport.is_closing():
+                    self._stop_header_timer()
+                    self._close_with(431, f"request line and headers over {max_header} bytes "
+                                          "(--max-header)")
+
+        def on_headers_complete(self) -> None:
+            self._stop_header_timer()
+            size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
+            if size > max_header:  # the whole header came in one read
+                self._pending = (431, f"request line and headers over {max_header} bytes "
+                                      "(--max-header)")
+                raise httptools.HttpParserError("headers too large")  # answered below
+            super().on_headers_complete()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                # An idle connection is closed by the keep-alive timeout; a request that
+                # has begun must bring its headers within the header timeout.
+                self._header_bytes = 0
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            if self._header_timer is None and self.cycle is not None:
+                self._await_headers()
+
+        def send_400_response(self, msg: str) -> None:
+            if self._pending is not None:
+                self._close_with(*self._pending)
+                return
+            self._close_with(400, f"{msg.rstrip('.')}: not a valid HTTP/1.1 request")
+
+    return Protocol
 
 
 class _Server(uvicorn.Server):
@@ -45,17 +153,6 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by ***, for logs and metrics."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname}"
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -72,14 +169,6 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _write_state(path: str, data: bytes) -> None:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, target)  # a reader never sees half a state file
-
-
 def run(cfg: DaemonConfig) -> int:
     """Run the daemon until it is stopped; the process's exit code."""
     setup_logging()  # again, for callers that do not come through the CLI
@@ -92,8 +181,39 @@ def run(cfg: DaemonConfig) -> int:
         return 2
 
 
+def check_paths(cfg: DaemonConfig) -> None:
+    """Refuse to start with a dead-letter file or a state-out directory that cannot be
+    written: found at the first bad event, or at the stop, it would be too late. Both are
+    tried for real (permission bits do not bind root)."""
+    dead = Path(cfg.dead_letters)
+    existed = dead.exists()
+    try:
+        if not existed:
+            dead.parent.mkdir(parents=True, exist_ok=True)  # as the sink would
+        with open(dead, "ab"):
+            pass
+    except OSError as exc:
+        raise RewardcoreError(f"--dead-letters {dead}: cannot write it: "
+                              f"{exc.strerror or exc}") from None
+    if not existed:
+        dead.unlink()  # the file is made on the first dead letter: no empty files
+    if cfg.state_out:
+        out = Path(cfg.state_out)
+        if not out.parent.is_dir():
+            raise RewardcoreError(f"--state-out {out}: the directory {out.parent} does not "
+                                  "exist")
+        probe = out.with_name(f".{out.name}.{os.getpid()}.probe")
+        try:
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise RewardcoreError(f"--state-out {out}: cannot write in {out.parent}: "
+                                  f"{exc.strerror or exc}") from None
+
+
 async def _serve(cfg: DaemonConfig) -> int:
     t0 = time.monotonic()
+    check_paths(cfg)
     campaign = load_campaign(cfg.campaign)
     engine = open_engine(campaign, cfg.backend)
     try:
@@ -101,23 +221,29 @@ async def _serve(cfg: DaemonConfig) -> int:
     except RewardcoreError:
         engine.close()
         raise
-    metrics = Metrics(campaign.id, redact_url(cfg.backend))
-    dead = DeadLetterSink(cfg.dead_letters, cfg.dead_letters_kept, metrics)
+    metrics = Metrics(campaign, redact_url(cfg.backend), type(engine).scheme)
+    dead = DeadLetterSink(cfg.dead_letters, cfg.dead_letters_kept, metrics,
+                          raw_limit=cfg.dead_letter_raw)
     threaded = {"auto": None, "on": True, "off": False}[cfg.engine_thread]
-    worker = EngineWorker(engine, metrics, threaded=threaded, max_batch=cfg.max_batch)
+    worker = engine_worker(engine, metrics, threaded=threaded, max_batch=cfg.max_batch)
     ctx = DaemonContext(campaign=campaign, backend=redact_url(cfg.backend), engine=engine,
                         worker=worker, metrics=metrics, dead=dead, token=cfg.token,
-                        max_body=cfg.max_body)
+                        max_body=cfg.max_body, read_token=cfg.read_token,
+                        public_winners=cfg.public_winners, body_timeout=cfg.body_timeout,
+                        max_rejects_shown=cfg.max_rejects_shown)
+    app = build_app(ctx)
     server = _Server(uvicorn.Config(
-        build_app(ctx), http="httptools", lifespan="off", access_log=False, log_config=None,
+        AccessLog(app) if cfg.access_log else app, http=protocol_class(cfg), lifespan="off",
+        access_log=False, log_config=None,
         server_header=False, timeout_graceful_shutdown=int(max(1, cfg.grace)),
-        timeout_keep_alive=30))
+        timeout_keep_alive=cfg.keep_alive))
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     received: list[str] = []
     tasks: dict[str, asyncio.Task[Any]] = {}
     consumer: StreamConsumer | None = None
+    stats: asyncio.Task[None] | None = None
 
     def on_signal(sig: signal.Signals) -> None:
         received.append(sig.name)
@@ -146,7 +272,7 @@ async def _serve(cfg: DaemonConfig) -> int:
             from .streams import StreamConsumer  # loads redis.asyncio only when needed
 
             consumer = StreamConsumer(cfg.source, worker, metrics, dead,
-                                      shared_engine=type(engine).scheme not in IN_PROCESS_SCHEMES)
+                                      shared_engine=engine.shares_state)
             try:
                 await consumer.start()
             except Exception as exc:
@@ -159,8 +285,14 @@ async def _serve(cfg: DaemonConfig) -> int:
             "http": f"{host}:{port}", "port": port,
             "source": cfg.source.redacted() if cfg.source else None,
             "engine_thread": worker.threaded, "max_body": cfg.max_body,
-            "max_batch": cfg.max_batch, "grace_s": cfg.grace,
+            "max_batch": cfg.max_batch, "grace_s": cfg.grace, "log_every_s": cfg.log_every,
+            "read_token": bool(cfg.read_token), "public_winners": cfg.public_winners,
+            "header_timeout_s": cfg.header_timeout, "body_timeout_s": cfg.body_timeout,
+            "keep_alive_s": cfg.keep_alive, "max_header": cfg.max_header,
+            "max_connections": cfg.max_connections,
             "startup_s": round(time.monotonic() - t0, 3)}})
+        if cfg.log_every > 0:
+            stats = asyncio.create_task(log_stats(cfg.log_every, metrics, worker), name="stats")
         stop_wait = asyncio.create_task(stop.wait())
         watched = {stop_wait, tasks["http"], *([tasks["consumer"]] if consumer else [])}
         done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
@@ -177,6 +309,8 @@ async def _serve(cfg: DaemonConfig) -> int:
         reason, exit_code = "startup failed", 2
         raise
     finally:
+        if stats is not None:
+            stats.cancel()
         await _shutdown(cfg, ctx, server, consumer, tasks, received)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
@@ -210,7 +344,7 @@ async def _shutdown(cfg: DaemonConfig, ctx: DaemonContext, server: _Server,
     try:
         if cfg.state_out:
             state = await ctx.worker.run_last(ctx.engine.export_state)
-            _write_state(cfg.state_out, dump_state(state))
+            write_atomic(cfg.state_out, dump_state(state))
         await ctx.worker.run_last(ctx.engine.close)
     except Exception as exc:
         log.error("error", exc_info=exc, extra={"fields": {"where": "shutdown"}})

@@ -31,6 +31,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError, ResponseError
 
+from ..codec import decode_json_event
+from ..errors import EventError
 from ..events import Event
 from .app import DecisionRow, decision_rows
 from .config import StreamSource
@@ -76,7 +78,6 @@ end
 return skipped
 """
 
-_event = msgspec.json.Decoder(Event)
 _json = msgspec.json.Encoder()
 Entry = tuple[bytes, dict[bytes, bytes] | None]
 
@@ -268,9 +269,11 @@ class StreamConsumer:
                 dead.append((eid, f"the entry has no field 'e' (fields: {names})", None, n))
             else:
                 try:
-                    events.append(_event.decode(raw))
+                    # every check of the HTTP path; whatever the bytes make it raise is
+                    # this entry's dead letter, never the consumer's end
+                    events.append(decode_json_event(raw))
                     ev_ids.append((eid, n))
-                except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+                except EventError as exc:
                     dead.append((eid, f"field 'e': {exc}", raw, n))
         rows = await self._apply(events) if events else []
         skipped = await self._retrying(self._commit, ev_ids, rows, dead)
@@ -352,7 +355,7 @@ class StreamConsumer:
         self.dead_lettered += len(dead)
         self.dead.add("stream", [
             {"stream": self.src.stream, "id": _s(eid), "reason": reason, "deliveries": n,
-             **({"raw": raw.decode("utf-8", "replace")} if raw is not None else {})}
+             **({"raw_bytes": raw} if raw is not None else {})}
             for eid, reason, raw, n in dead
         ])
 

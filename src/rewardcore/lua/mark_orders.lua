@@ -1,28 +1,29 @@
--- mark_orders: phase A of a batch. Records, for the order ids of one order bucket, that
--- each order was placed, closed or completed, in the batch's order, and decides what
--- needs no region: duplicate, closed-before-placed (tombstone), and the outcomes the
--- client decided from the event alone (window, region, min paid, a sold-out region).
--- An order record is "T" (tombstone: closed before placed), "-" (placed, no claim
--- possible) or a region code (placed into that region; the region decides its claim).
+-- mark_orders: step 1 of a batch, on one order bucket. Walks the bucket's events of the
+-- batch in order and keeps each order's record: dedup, tombstones (closed before placed),
+-- early completions (completed before placed), the client's final outcomes that need no
+-- core (window, region, min paid), and which core call a candidate was sent to. Every
+-- read comes before the first write, so a refused or failed call changes nothing.
 --
--- KEYS[1] bucket order records (hash order_id -> record)
--- KEYS[2] bucket outcome counters (hash outcome code -> count of placed events)
--- ARGV[1] the events, MessagePack: a flat array, 3 per event: kind, order_id, proposal
---   kind "p" placed: proposal "R<code>" = a candidate for region <code>,
---                    or "=<outcome>" = the client's final outcome for a new order
---   kind "c" closed, kind "d" completed: proposal unused
--- Reply: MessagePack array, one string per event:
---   "=<outcome>"  final (outcome code, see rewardcore.outcomes)
---   "N"           new candidate: ask the region
---   "D<code>"     duplicate of a candidate: outcome duplicate, and make sure the region
---                 decided the first delivery (a client may have died before asking it)
---   "R<code>"     closed/completed of an order placed into region <code>: ask the region
-local ev = cmsgpack.unpack(ARGV[1])
+-- KEYS[1] order records (hash order id -> record, see REC_* in redis_wire.py):
+--         "T" tombstone, "E<ts>" completed early, "-" decided here,
+--         "R<call id>" or "R<call id>=<early ts>" sent to the core in that call
+-- KEYS[2] outcome counts of placed events decided here (hash outcome code -> count)
+-- ARGV[1] the core call id the batch's candidates go to
+-- ARGV[2] the events, MessagePack: a flat array, 3 per event: kind (BUCKET_*), order id,
+--         argument (placed: -1 candidate, else the final outcome; completed: ts)
+-- Reply: MessagePack array, one value per event: an outcome code (final), NEW_CANDIDATE
+--   (a new candidate: decide it in the core), or a string:
+--   "N<early ts>"         a new candidate completed before it was placed
+--   "Q<ref>"              a redelivered candidate sent in another call <ref> (outcome
+--                         duplicate); the core decides it if <ref> never ran
+--   "C<ref>"              a closed/completed event of an order sent to the core in <ref>
+--                         ("C" alone: in this very call)
+local call = ARGV[1]
+local ev = cmsgpack.unpack(ARGV[2])
 local n = #ev / 3
-local DUPLICATE, CLOSED, TOMBSTONED, UNCHANGED = '1', '2', '11', '13'
 
 -- unpack() is bounded by Lua's C stack: read and write in chunks
-local CHUNK = 4000
+local CHUNK = 2000
 local stored = {}
 for first = 1, n, CHUNK do
   local ids = {}
@@ -31,69 +32,72 @@ for first = 1, n, CHUNK do
   for j = 1, #got do stored[first + j - 1] = got[j] end
 end
 
-local cur = {}      -- order_id -> record, as updated by this call
-local dirty = {}    -- order_ids whose record changed
-local counts = {}   -- outcome code -> count
-local out = {}
-
+local cur, counts, out = {}, {}, {}  -- cur: order id -> record changed by this call
 local function count(code) counts[code] = (counts[code] or 0) + 1 end
+local mine = REC_ROUTED .. call
 
 for i = 1, n do
   local base = (i - 1) * 3
-  local kind, oid, prop = ev[base + 1], ev[base + 2], ev[base + 3]
+  local kind, oid, arg = ev[base + 1], ev[base + 2], ev[base + 3]
   local rec = cur[oid]
   if rec == nil then
     rec = stored[i]
     if rec == false then rec = nil end
   end
-  if kind == 'p' then
-    if rec == nil then
-      if string.sub(prop, 1, 1) == 'R' then
-        rec = string.sub(prop, 2)
-        out[i] = 'N'
+  local head = rec and string.sub(rec, 1, 1)
+  if kind == BUCKET_PLACED then
+    if rec == nil or head == REC_EARLY then
+      if arg < 0 then
+        if rec then
+          cur[oid] = mine .. '=' .. string.sub(rec, 2)
+          out[i] = 'N' .. string.sub(rec, 2)
+        else
+          cur[oid] = mine
+          out[i] = NEW_CANDIDATE
+        end
       else
-        rec = '-'
-        local code = string.sub(prop, 2)
-        count(code)
-        out[i] = prop
+        cur[oid] = REC_DONE
+        count(arg)
+        out[i] = arg
       end
-      cur[oid] = rec; dirty[oid] = true
-    elseif rec == 'T' then
-      cur[oid] = '-'; dirty[oid] = true
+    elseif head == REC_TOMBSTONE then
+      cur[oid] = REC_DONE
       count(CLOSED)
-      out[i] = '=' .. CLOSED
+      out[i] = CLOSED
     else
-      cur[oid] = rec
       count(DUPLICATE)
-      if rec == '-' then out[i] = '=' .. DUPLICATE else out[i] = 'D' .. rec end
+      local ref = head == REC_ROUTED and string.match(rec, '^R([^=]*)')
+      if ref and ref ~= call then out[i] = 'Q' .. string.sub(rec, 2) else out[i] = DUPLICATE end
     end
-  elseif kind == 'c' then
-    if rec == nil then
-      cur[oid] = 'T'; dirty[oid] = true
-      out[i] = '=' .. TOMBSTONED
+  elseif kind == BUCKET_CLOSED then
+    if rec == nil or head == REC_EARLY then
+      cur[oid] = REC_TOMBSTONE
+      out[i] = TOMBSTONED
+    elseif head == REC_ROUTED then
+      local ref = string.match(rec, '^R([^=]*)')
+      out[i] = ref == call and 'C' or ('C' .. ref)
     else
-      cur[oid] = rec
-      if rec == '-' or rec == 'T' then out[i] = '=' .. UNCHANGED else out[i] = 'R' .. rec end
+      out[i] = UNCHANGED
     end
   else
-    if rec == nil or rec == '-' or rec == 'T' then
-      out[i] = '=' .. UNCHANGED
+    if rec == nil then
+      cur[oid] = REC_EARLY .. arg
+      out[i] = UNCHANGED
+    elseif head == REC_ROUTED then
+      local ref = string.match(rec, '^R([^=]*)')
+      out[i] = ref == call and 'C' or ('C' .. ref)
     else
-      cur[oid] = rec
-      out[i] = 'R' .. rec
+      out[i] = UNCHANGED
     end
   end
 end
 
-local pairs_out = {}
-for oid, _ in pairs(dirty) do
-  pairs_out[#pairs_out + 1] = oid
-  pairs_out[#pairs_out + 1] = cur[oid]
-  if #pairs_out >= CHUNK then
-    redis.call('HSET', KEYS[1], unpack(pairs_out))
-    pairs_out = {}
-  end
+local put = {}
+for oid, rec in pairs(cur) do
+  put[#put + 1] = oid
+  put[#put + 1] = rec
+  if #put >= 2 * CHUNK then redis.call('HSET', KEYS[1], unpack(put)); put = {} end
 end
-if #pairs_out > 0 then redis.call('HSET', KEYS[1], unpack(pairs_out)) end
+if #put > 0 then redis.call('HSET', KEYS[1], unpack(put)) end
 for code, k in pairs(counts) do redis.call('HINCRBY', KEYS[2], code, k) end
 return cmsgpack.pack(out)

@@ -8,16 +8,17 @@ headline figures are also embedded as JSON (`<script id="figures">`) for machine
 from __future__ import annotations
 
 import base64
+import csv
 import html
 import io
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
 
 from ..errors import RewardcoreError
-from .lint import LintResult
+from .lint import Finding, LintResult
 from .stats import ReviewData
 
 _DPI = 80
@@ -54,11 +55,46 @@ def _pct(part: float, whole: float) -> str:
 
 # -- pictures -------------------------------------------------------------------------------
 
-def _time_axis(ax: Any) -> None:
-    # The midnight spike is minutes long and the window a day: a log-like axis shows both.
+def _tz(data: ReviewData) -> timezone:
+    return timezone(timedelta(seconds=data.tz_offset_s))
+
+
+def _tz_name(data: ReviewData) -> str:
+    sign = "+" if data.tz_offset_s >= 0 else "-"
+    h, m = divmod(abs(data.tz_offset_s) // 60, 60)
+    return f"UTC{sign}{h:02d}:{m:02d}"
+
+
+def clock(data: ReviewData, ms: int, *, date: bool = False) -> str:
+    """An epoch-ms time as the campaign's clock shows it: "00:00:41", with the date
+    ("11-12 03:00:00") when it is not the opening day or when asked."""
+    t = datetime.fromtimestamp(ms / 1000, _tz(data))
+    day0 = datetime.fromtimestamp(data.starts_ms / 1000, _tz(data)).date()
+    if date or t.date() != day0:
+        return t.strftime("%Y-%m-%d %H:%M:%S")
+    return t.strftime("%H:%M:%S")
+
+
+def _time_axis(ax: Any, data: ReviewData) -> None:
+    # The midnight spike is minutes long and the window a day: a log-like axis shows both,
+    # labelled with the campaign's clock.
+    from matplotlib.ticker import FixedLocator, FuncFormatter
+
     ax.set_xscale("symlog", linthresh=1.0)
     ax.set_xlim(left=0)
-    ax.set_xlabel("minutes after the window opened")
+    ticks = [0, 0.5, 1, 2, 5, 10, 30, 60, 180, 360, 720, 1440]  # minutes
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(FixedLocator([]))
+
+    def label(minutes: float, _pos: int) -> str:
+        if minutes >= 1440:
+            return "24:00"
+        t = datetime.fromtimestamp(data.starts_ms / 1000 + minutes * 60, _tz(data))
+        return t.strftime("%H:%M:%S" if minutes < 2 else "%H:%M")
+
+    ax.xaxis.set_major_formatter(FuncFormatter(label))
+    ax.tick_params(axis="x", labelrotation=35, labelsize="small")
+    ax.set_xlabel(f"time ({_tz_name(data)}; stretched near the opening)")
     ax.grid(True, alpha=0.3)
 
 
@@ -69,7 +105,7 @@ def _plot_sold_out(ax: Any, data: ReviewData) -> None:
     ax.set_ylim(0, data.regions * 1.05)
     ax.set_title(f"regions sold out ({data.regions_sold_out:,} of {data.regions:,})")
     ax.set_ylabel("regions")
-    _time_axis(ax)
+    _time_axis(ax, data)
 
 
 def _plot_budget(ax: Any, data: ReviewData) -> None:
@@ -84,7 +120,7 @@ def _plot_budget(ax: Any, data: ReviewData) -> None:
     ax.set_ylabel("points")
     ax.set_ylim(bottom=0)
     ax.legend(loc="lower right", fontsize="small")
-    _time_axis(ax)
+    _time_axis(ax, data)
 
 
 def _plot_revoked(ax: Any, data: ReviewData) -> None:
@@ -95,7 +131,7 @@ def _plot_revoked(ax: Any, data: ReviewData) -> None:
                  f"{_pct(data.claims_revoked, data.claims)})")
     ax.set_ylabel("claims")
     ax.legend(loc="upper left", fontsize="small")
-    _time_axis(ax)
+    _time_axis(ax, data)
 
 
 def _bins(counts: dict[int, int]) -> list[tuple[str, int]]:
@@ -119,18 +155,30 @@ def _plot_regions_per(ax: Any, data: ReviewData) -> None:
     ax.grid(True, axis="y", alpha=0.3)
 
 
-def _plot_points_per(ax: Any, data: ReviewData) -> None:
-    pts = data.points_per_beneficiary
+def _plot_points_per(ax: Any, data: ReviewData, lint: LintResult | None = None) -> None:
+    """Points held per beneficiary on a log axis wide enough for every prize's cost line,
+    the unreachable ones too (in red)."""
+    import numpy as np
+
+    pts = [p for p in data.points_per_beneficiary if p > 0]
+    costs = [p.cost_points for p in data.prizes]
+    top = max([*pts, *costs, 10])
+    bins = np.geomspace(1, top * 1.3, 40)
     if pts:
-        ax.hist(pts, bins=min(40, max(5, len(set(pts)))), color=_BLUE)
+        ax.hist(pts, bins=bins, color=_BLUE)
+    ax.set_xscale("log")
+    ax.set_xlim(1, top * 1.3)
+    reach = {p.id: p.reachable for p in lint.facts.prizes} if lint is not None else {}
     for i, p in enumerate(data.prizes):
-        if pts and p.cost_points <= max(pts) * 1.5:
-            ax.axvline(p.cost_points, color=_ORANGE, linestyle="--", linewidth=1)
-            ax.text(p.cost_points, 0.95 - 0.08 * (i % 4), f" {p.id}", color=_ORANGE,
-                    transform=ax.get_xaxis_transform(), fontsize="small")
+        bad = not reach.get(p.id, True)
+        color = _RED if bad else _ORANGE
+        ax.axvline(p.cost_points, color=color, linestyle="--", linewidth=1.2)
+        ax.text(p.cost_points, 0.96 - 0.09 * (i % 5),
+                f" {p.id}{' (unreachable)' if bad else ''}", color=color,
+                transform=ax.get_xaxis_transform(), fontsize="small", va="top")
     ax.set_yscale("log")
-    ax.set_title(f"points per {data.beneficiary} (dashed: prize costs)")
-    ax.set_xlabel("points held (pending + confirmed)")
+    ax.set_title(f"points per {data.beneficiary} (dashed: each prize's cost)")
+    ax.set_xlabel("points held (pending + confirmed), log scale")
     ax.set_ylabel(_who(data))
 
 
@@ -268,7 +316,12 @@ def _summary_rows(data: ReviewData, active: int | None) -> list[tuple[str, Any, 
         (f"{who} whose every claim was revoked", data.lost_all, ""),
     ]
     if data.participants:
-        rows.insert(0, ("participants", data.participants, ""))
+        pop = data.population
+        other = ("agents place their orders" if data.beneficiary == "merchant"
+                 else "merchants they work for")
+        kind = "agents" if data.beneficiary == "merchant" else "merchants"
+        rows.insert(0, (f"participants ({who})", data.participants,
+                        f"{pop[kind]:,} {other}" if kind in pop else ""))
     if active is not None:
         rows.insert(1, ("participants who placed an order", active,
                         _pct(active, data.participants)))
@@ -295,8 +348,181 @@ def _findings_html(lint: LintResult) -> str:
             f"<table><tr><th>severity</th><th>code</th><th>finding</th></tr>{rows}</table>")
 
 
+# -- why people earned nothing ---------------------------------------------------------------
+
+#: what each outcome of a placed order means, in a participant's words
+OUTCOME_MEANING = {
+    "awarded": "won a slot and its points",
+    "duplicate": "a redelivery of an order already counted; changed nothing",
+    "closed": "closed before it arrived; never counted",
+    "outside_window": "placed outside the campaign's window",
+    "no_reward_region": "into a region that carries no reward",
+    "below_min_paid": "paid less than min_paid_cents",
+    "beneficiary_cap": "its beneficiary already held max_claims_per_beneficiary claims",
+    "beneficiary_region_cap": "its beneficiary already held the most claims one may hold in "
+                              "that region",
+    "sold_out": "its region's slots were all taken",
+    "budget_exhausted": "within its region's first N, but the budget was spent",
+}
+
+
+def _n(x: int) -> str:
+    return f"{x:,}"
+
+
+def headline(data: ReviewData, lint: LintResult | None = None) -> list[str]:
+    """The report's opening sentences: who earned what, why the others earned nothing, and
+    when the campaign's limits were hit (clock times in the campaign's time zone)."""
+    o = data.outcomes
+    who = _who(data)
+    placed = sum(o.values())
+    dup = o.get("duplicate", 0)
+    orders = placed - dup
+    awarded = o.get("awarded", 0)
+    out: list[str] = []
+    if not placed:
+        return ["No order has been placed yet."]
+    out.append(f"Of {_n(orders)} orders, {_n(awarded)} ({_pct(awarded, orders)}) won a slot; "
+               f"{_n(orders - awarded)} earned nothing"
+               + (f" ({_n(dup)} more were redeliveries of orders already counted)."
+                  if dup else "."))
+    first = data.first_ts
+    be = o.get("budget_exhausted", 0)
+    if be:
+        at = first.get("budget_exhausted") or data.budget_full_ts
+        when = (f"ran out at {clock(data, at)}" if first.get("budget_exhausted")
+                else f"was used up by about {clock(data, at)}") if at else "ran out"
+        out.append(f"The budget of {_n(data.budget_points)} points {when}: after that "
+                   f"{_n(be)} orders that came within the first N of their region earned "
+                   "nothing (budget_exhausted).")
+    elif data.budget_points:
+        out.append(f"The budget was never exhausted: {_n(data.points)} of "
+                   f"{_n(data.budget_points)} points ({_pct(data.points, data.budget_points)}) "
+                   "are held.")
+    so = o.get("sold_out", 0)
+    sold_times = sorted(r.sold_out_ts for r in data.regions_table if r.sold_out_ts)
+    if so:
+        text = (f"{_n(so)} orders came after every slot of their region was taken "
+                f"(sold_out)")
+        if first.get("sold_out"):
+            text += f"; the first was refused at {clock(data, first['sold_out'])}"
+        out.append(text + ".")
+    if sold_times:
+        text = (f"{_n(data.regions_sold_out)} of {_n(data.regions)} regions are sold out now; "
+                f"the first filled at {clock(data, sold_times[0])}")
+        if len(sold_times) >= data.regions / 2 and data.regions:
+            text += f", half of all regions by {clock(data, sold_times[data.regions // 2 - 1])}"
+        out.append(text + ".")
+    for label, limit in (("beneficiary_cap", "max_claims_per_beneficiary"),
+                         ("beneficiary_region_cap", "max_claims_per_beneficiary_per_region")):
+        if o.get(label):
+            at = f", first at {clock(data, first[label])}" if first.get(label) else ""
+            out.append(f"{_n(o[label])} orders were refused because their {data.beneficiary} "
+                       f"already held the most claims {limit} allows ({label}{at}).")
+    small = [(o.get(k, 0), k) for k in ("below_min_paid", "outside_window", "no_reward_region",
+                                        "closed")]
+    if any(n for n, _ in small):
+        out.append("Before any slot was looked at: " + "; ".join(
+            f"{_n(n)} {OUTCOME_MEANING[k].replace('its ', 'their ')} ({k})"
+            for n, k in small if n) + ".")
+    if data.participants:
+        text = (f"{_n(data.rewarded)} of {_n(data.participants)} {who} "
+                f"({_pct(data.rewarded, data.participants)}) hold points")
+        if data.active:
+            text += (f"; {_n(data.active)} placed an order and "
+                     f"{_n(max(0, data.active - data.rewarded))} of them hold none")
+        out.append(text + ".")
+    else:
+        out.append(f"{_n(data.rewarded)} {who} hold points.")
+    if data.claims_revoked:
+        again = ("their slots went back to their regions for later orders"
+                 if data.on_close == "release" else "their slots were lost (forfeit)")
+        out.append(f"{_n(data.claims_revoked)} claims ({_pct(data.claims_revoked, data.claims)})"
+                   f" were revoked by closed orders; {again}.")
+    if data.negative_available:
+        out.append(f"{_n(data.negative_available)} {who} had an order closed after its "
+                   "points were spent: their available points are below zero.")
+    if lint is not None:
+        bad = [p for p in lint.facts.prizes if not p.reachable]
+        if bad:
+            out.append("No one can ever afford " + ", ".join(
+                f"{p.id} ({_n(p.cost_points)} points)" for p in bad)
+                + f": one {data.beneficiary} can hold at most "
+                  f"{_n(lint.facts.max_points_per_beneficiary)}.")
+    return out
+
+
+def _outcome_rows(data: ReviewData) -> list[tuple[str, int, str, str]]:
+    placed = sum(data.outcomes.values())
+    order = list(OUTCOME_MEANING)
+    rows = sorted(data.outcomes.items(), key=lambda kv: order.index(kv[0])
+                  if kv[0] in order else len(order))
+    return [(k, n, _pct(n, placed), OUTCOME_MEANING.get(k, "")) for k, n in rows]
+
+
+def regions_csv(data: ReviewData) -> str:
+    """Every region that had a claim (or an order), as CSV."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["region", "slots", "orders", "held", "revoked", "points", "first_claim_at",
+                "sold_out_at"])
+    for r in sorted(data.regions_table, key=lambda r: r.code):
+        w.writerow([r.code, r.slots, r.orders, r.held, r.revoked, r.points,
+                    clock(data, r.first_ts, date=True) if r.first_ts else "",
+                    clock(data, r.sold_out_ts, date=True) if r.sold_out_ts else ""])
+    return buf.getvalue()
+
+
+def _regions_winners_html(data: ReviewData, top: int = 20) -> str:
+    rows = data.regions_table[:top]
+    if not rows:
+        return "<p>No region has a claim.</p>"
+    known = any(r.orders for r in data.regions_table)
+    head = ["region", "slots", *(["orders"] if known else []), "held", "revoked", "points",
+            "first claim", "sold out at"]
+    body = [(r.code, r.slots, *([r.orders] if known else []), r.held, r.revoked, r.points,
+             clock(data, r.first_ts) if r.first_ts else "-",
+             clock(data, r.sold_out_ts) if r.sold_out_ts else "-") for r in rows]
+    link = base64.b64encode(regions_csv(data).encode()).decode()
+    by = "orders" if known else "claims held"
+    return (f"<p>The {len(rows)} busiest regions by {by}, of {len(data.regions_table):,} "
+            f"with a claim{' or an order' if known else ''}. "
+            f'<a download="{html.escape(data.campaign)}-regions.csv" '
+            f'href="data:text/csv;base64,{link}">All regions as CSV</a>. '
+            "Who holds each slot: <code>rewardcore winners</code> or the daemon's "
+            "<code>/winners</code> page.</p>" + _table(head, body))
+
+
+def _prize_reach_table(data: ReviewData, lint: LintResult) -> str:
+    reach = {p.id: p for p in lint.facts.prizes}
+    base = data.participants
+    who = _who(data)
+    rows = []
+    for u in data.prizes:
+        f = reach.get(u.id)
+        ok = f is None or f.reachable
+        rows.append((u.id, u.cost_points, "yes" if ok else "NO",
+                     u.holders_enough,
+                     _pct(u.holders_enough, base) if base else "-", u.available_enough))
+    return _table(["prize", "cost (points)", "reachable", f"{who} holding enough",
+                   "share of participants", "can spend it now"], rows)
+
+
+def _risk_html(risks: Sequence[Finding]) -> str:
+    if not risks:
+        return ("<p>No risk finding: no pattern of closed winning orders, padded amounts, "
+                "opening bursts or shared merchants above its threshold.</p>")
+    rows = "".join(
+        f'<tr><td class="{f.severity}">{f.severity}</td><td><code>{html.escape(f.code)}</code>'
+        f"</td><td>{html.escape(f.message)}</td></tr>" for f in risks)
+    return (f"<p>{len(risks)} finding(s); thresholds and meaning in "
+            f"docs/campaign-checks.md.</p><table><tr><th>severity</th><th>code</th>"
+            f"<th>finding</th></tr>{rows}</table>")
+
+
 def render_report(data: ReviewData, lint: LintResult, *, title: str,
-                  context: Sequence[tuple[str, str]] = (), active: int | None = None) -> str:
+                  context: Sequence[tuple[str, str]] = (), active: int | None = None,
+                  risks: Sequence[Finding] = ()) -> str:
     """The whole report as one HTML string.
 
     `context` rows say where the data came from (traffic shape, backend URL); `active` is
@@ -313,19 +539,32 @@ def render_report(data: ReviewData, lint: LintResult, *, title: str,
         (u.id, u.cost_points, u.holders_enough, u.available_enough, u.redeemed_units,
          u.stock_left) for u in data.prizes]
     figures = data.figures() | {"lint": {"errors": lint.count("error"),
-                                         "warnings": lint.count("warning")}}
+                                         "warnings": lint.count("warning")},
+                                "risks": [f.code for f in risks],
+                                "headline": headline(data, lint)}
     generated = datetime.now(UTC).isoformat(timespec="seconds")
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         _table(["", ""], [(k, v) for k, v in context]),
-        f'<p class="muted">generated {generated} by rewardcore</p>',
+        f'<p class="muted">generated {generated} by rewardcore; times are the campaign\'s '
+        f"clock ({_tz_name(data)}), the window opened {clock(data, data.starts_ms, date=True)}"
+        "</p>",
+        '<section id="headline"><h2>What happened</h2><ul>'
+        + "".join(f"<li>{html.escape(t)}</li>" for t in headline(data, lint)) + "</ul></section>",
+        "<h2>Outcomes of the orders</h2>",
+        _table(["outcome", "orders", "share", "what it means"], _outcome_rows(data)),
         _img(overview_png(data, lint), "overview"),
         "<h2>Summary</h2>",
         _table(["figure", "value", "share"], _summary_rows(data, active)),
         "<h2>Preflight findings</h2>", _findings_html(lint),
-        "<h2>Regions sold out over time</h2>", _img(_single(_plot_sold_out, data), "sold out"),
+        "<h2>Risk findings</h2>", _risk_html(risks),
+        "<h2>Regions sold out over time</h2>",
+        "<p>Under on_close = \"release\" a closed order gives its slot back, so a sold-out "
+        "region reopens until a later order takes the slot: the line can dip.</p>"
+        if data.on_close == "release" else "",
+        _img(_single(_plot_sold_out, data), "sold out"),
         "<h2>Budget used over time</h2>", _img(_single(_plot_budget, data), "budget"),
         "<h2>Share of participants rewarded</h2>",
         _img(_single(_plot_share, data, active, height=2.5), "share rewarded"),
@@ -333,7 +572,9 @@ def render_report(data: ReviewData, lint: LintResult, *, title: str,
         _img(_single(_plot_regions_per, data), "regions per beneficiary"),
         _regions_table(data),
         f"<h2>Points per {data.beneficiary}</h2>",
-        _img(_single(_plot_points_per, data), "points per beneficiary"),
+        _img(_single(_plot_points_per, data, lint), "points per beneficiary"),
+        _prize_reach_table(data, lint),
+        "<h2>Winners by region</h2>", _regions_winners_html(data),
         "<h2>Claims revoked</h2>",
         f"<p>{data.claims_revoked:,} of {data.claims:,} claims were revoked by closed orders "
         f"({data.points_revoked:,} points); {data.regions_lost:,} of {data.regions_awarded:,} "
@@ -362,7 +603,8 @@ def render_report(data: ReviewData, lint: LintResult, *, title: str,
     return "\n".join(parts)
 
 
-def summary_text(data: ReviewData, lint: LintResult, active: int | None = None) -> str:
+def summary_text(data: ReviewData, lint: LintResult, active: int | None = None,
+                 risks: Sequence[Finding] = ()) -> str:
     """A few lines for the terminal."""
     who = _who(data)
     base = data.participants
@@ -382,5 +624,8 @@ def summary_text(data: ReviewData, lint: LintResult, active: int | None = None) 
         f"lint: {lint.count('error')} error(s), {lint.count('warning')} warning(s)"
         + "".join(f"\n  {f.severity} {f.code}: {f.message}" for f in lint.findings
                   if f.severity == "error"),
+        f"risk findings: {len(risks)}" + "".join(f"\n  {f.severity} {f.code}: {f.message}"
+                                                 for f in risks),
     ]
+    lines[:0] = headline(data, lint)
     return "\n".join(lines)

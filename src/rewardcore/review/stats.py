@@ -51,6 +51,24 @@ class PrizeUse(msgspec.Struct):
     redeemed_units: int
 
 
+class RegionRow(msgspec.Struct):
+    """One region's winners, for the report's per-region table and its CSV."""
+
+    code: int
+    slots: int
+    #: non-revoked claims now
+    held: int
+    revoked: int
+    #: points of the non-revoked claims
+    points: int
+    #: order time of the region's first claim (epoch ms; 0 when none)
+    first_ts: int
+    #: order time of the claim that took its last slot, when it is sold out now (else 0)
+    sold_out_ts: int
+    #: orders placed into it inside the window (0 when the stream is not known)
+    orders: int = 0
+
+
 class ReviewData(msgspec.Struct):
     """A campaign's outcome, from one engine's state."""
 
@@ -88,6 +106,23 @@ class ReviewData(msgspec.Struct):
     redemptions: dict[str, int]
     prizes: list[PrizeUse]
     series: Series
+    #: the window's opening (epoch ms) and the campaign's UTC offset, for clock times
+    starts_ms: int = 0
+    tz_offset_s: int = 0
+    #: outcome label -> order time (epoch ms) of the first `placed` with that outcome; exact
+    #: in a simulation, empty in a review (the engine keeps no losing orders)
+    first_ts: dict[str, int] = msgspec.field(default_factory=dict)
+    #: when the claims' points first came within one slot of the budget (epoch ms; 0: never)
+    budget_full_ts: int = 0
+    regions_table: list[RegionRow] = msgspec.field(default_factory=list)
+    #: who is behind the orders, when known: {"agents": n, "merchants": m}
+    population: dict[str, int] = msgspec.field(default_factory=dict)
+    #: beneficiaries whose available points are below zero: a confirmed claim was closed
+    #: after its points were spent
+    negative_available: int = 0
+    #: participants of the campaign's kind who placed an order (0 when unknown)
+    active: int = 0
+    on_close: str = "release"
 
     def figures(self) -> dict[str, Any]:
         """The headline numbers, as the report embeds them for machines."""
@@ -110,6 +145,11 @@ class ReviewData(msgspec.Struct):
             "lost_all": self.lost_all,
             "outcomes": self.outcomes,
             "redemptions": self.redemptions,
+            "first_ts": self.first_ts,
+            "budget_full_ts": self.budget_full_ts,
+            "population": self.population,
+            "negative_available": self.negative_available,
+            "active": self.active,
         }
 
 
@@ -130,25 +170,93 @@ def _sold_out(campaign: Campaign, claims: Sequence[Claim]) -> dict[int, int]:
             if n >= campaign.region_by_code[code].slots}
 
 
+def _revoked_at(c: Claim) -> int:
+    """When a claim was revoked: its `revoked_ts` (v2) when the engine keeps it, else 0."""
+    return int(getattr(c, "revoked_ts", 0) or 0) if c.state == "revoked" else 0
+
+
 def claim_series(campaign: Campaign, claims: Sequence[Claim], points: int = 200) -> Series:
-    """Rebuild the time series from the claims' order times (for a finished campaign)."""
+    """Rebuild the time series from the claims' times (for a finished campaign).
+
+    With `revoked_ts` (v2) a revoked claim counts as held from its order time until it was
+    revoked, and revocations are placed when they happened; without it a revoked claim
+    counts as never held and is drawn at its order time.
+    """
     series = Series(source="claims")
     if not claims:
         return series
-    rows = sorted(claims, key=lambda c: c.ts)
-    ts = np.array([c.ts for c in rows], dtype=np.int64)
-    kept_points = np.cumsum([c.points if c.state != "revoked" else 0 for c in rows])
-    revoked = np.cumsum([c.state == "revoked" for c in rows])
+    ts = np.sort(np.array([c.ts for c in claims], dtype=np.int64))
+    plus = sorted((c.ts, c.points if c.state != "revoked" or _revoked_at(c) else 0)
+                  for c in claims)
+    plus_ts = np.array([t for t, _ in plus], dtype=np.int64)
+    plus_pts = np.cumsum([p for _, p in plus])
+    minus = sorted((_revoked_at(c), c.points) for c in claims if _revoked_at(c))
+    minus_ts = np.array([t for t, _ in minus], dtype=np.int64)
+    minus_pts = np.cumsum([p for _, p in minus]) if minus else np.zeros(0, np.int64)
+    rev_ts = np.sort(np.array([_revoked_at(c) or c.ts for c in claims if c.state == "revoked"],
+                              dtype=np.int64))
     sold_at = np.sort(np.array(list(_sold_out(campaign, claims).values()), dtype=np.int64))
-    edges = np.linspace(campaign.starts_ms, max(int(ts[-1]), campaign.starts_ms + 1), points)
+    last = max(int(ts[-1]), int(rev_ts[-1]) if len(rev_ts) else 0, campaign.starts_ms + 1)
+    edges = np.linspace(campaign.starts_ms, min(last, campaign.ends_ms), points)
     for edge in edges:
         n = int(np.searchsorted(ts, edge, side="right"))
+        k = int(np.searchsorted(plus_ts, edge, side="right"))
+        m = int(np.searchsorted(minus_ts, edge, side="right"))
         series.minutes.append(float((edge - campaign.starts_ms) / _MINUTE))
         series.awarded.append(n)
-        series.budget_used.append(int(kept_points[n - 1]) if n else 0)
-        series.revoked.append(int(revoked[n - 1]) if n else 0)
+        series.budget_used.append((int(plus_pts[k - 1]) if k else 0)
+                                  - (int(minus_pts[m - 1]) if m else 0))
+        series.revoked.append(int(np.searchsorted(rev_ts, edge, side="right")))
         series.sold_out.append(int(np.searchsorted(sold_at, edge, side="right")))
     return series
+
+
+def budget_full_at(campaign: Campaign, claims: Sequence[Claim]) -> int:
+    """When the points held first came within one slot's points of the budget: from then on
+    an order within the first N can be refused (budget_exhausted). 0 when it never did."""
+    budget = campaign.info.budget_points
+    if not budget or not claims:
+        return 0
+    slot_points = [t.points for r in campaign.regions for t in r.tiers if t.points > 0]
+    margin = min(slot_points) if slot_points else 0
+    moves = sorted([(c.ts, c.points) for c in claims if c.state != "revoked" or _revoked_at(c)]
+                   + [(_revoked_at(c), -c.points) for c in claims if _revoked_at(c)])
+    held = 0
+    for t, p in moves:
+        held += p
+        if held > budget - margin:
+            return t
+    return 0
+
+
+def _regions_table(campaign: Campaign, claims: Sequence[Claim],
+                   orders: dict[int, int] | None) -> list[RegionRow]:
+    sold = _sold_out(campaign, claims)
+    rows: dict[int, RegionRow] = {}
+    for c in claims:
+        row = rows.get(c.region)
+        if row is None:
+            slots = campaign.region_by_code[c.region].slots
+            row = rows[c.region] = RegionRow(c.region, slots, 0, 0, 0, c.ts,
+                                             sold.get(c.region, 0))
+        row.first_ts = min(row.first_ts, c.ts)
+        if c.state == "revoked":
+            row.revoked += 1
+        else:
+            row.held += 1
+            row.points += c.points
+    if orders:
+        for code, n in orders.items():
+            row = rows.get(code)
+            if row is None:
+                row = rows[code] = RegionRow(code, campaign.region_by_code[code].slots,
+                                             0, 0, 0, 0, 0)
+            row.orders = n
+    return sorted(rows.values(), key=lambda r: (-r.orders, -r.held, -r.points, r.code))
+
+
+_LIMITS = (Outcome.SOLD_OUT, Outcome.BUDGET_EXHAUSTED, Outcome.BENEFICIARY_CAP,
+           Outcome.BENEFICIARY_REGION_CAP)
 
 
 class Tracker:
@@ -169,6 +277,9 @@ class Tracker:
         self.awarded = 0
         self.revoked = 0
         self.placers: set[str] = set()
+        #: outcome code -> order time of its first `placed`, for the limits that refuse
+        #: orders (sold out, budget, caps)
+        self.first_ts: dict[int, int] = {}
         # The series starts empty at the window's opening, before the first batch.
         self.series = Series(source="live", minutes=[0.0], sold_out=[0], budget_used=[0],
                              awarded=[0], revoked=[0])
@@ -192,6 +303,13 @@ class Tracker:
                 self.taken[self.region_of[ev.order_id]] -= 1
                 self.points -= int(decisions.points[i])
                 self.revoked += 1
+        for code in _LIMITS:
+            if code not in self.first_ts:
+                hit = np.flatnonzero(outcome == code)
+                if len(hit):
+                    ev = events[int(hit[0])]
+                    assert isinstance(ev, Placed)
+                    self.first_ts[code] = ev.ts
         if who_merchant:
             self.placers.update([ev.merchant_id for ev in events if type(ev) is Placed])
         else:
@@ -213,12 +331,17 @@ class Tracker:
         s.revoked.append(self.revoked)
 
 
-def collect(engine: Engine, participants: int = 0, series: Series | None = None) -> ReviewData:
+def collect(engine: Engine, participants: int = 0, series: Series | None = None, *,
+            tracker: Tracker | None = None, orders_by_region: dict[int, int] | None = None,
+            population: dict[str, int] | None = None) -> ReviewData:
     """Read a campaign's outcome from the engine's state.
 
-    `series` is the live series of a simulation; without it the series is rebuilt from the
-    claims' order times.
+    A simulation passes its `tracker` (the live series, when each limit was first hit, who
+    placed orders); without it the series is rebuilt from the claims' times. `series`
+    alone is the older way to pass the live series.
     """
+    if tracker is not None:
+        series = tracker.series
     campaign = engine.campaign
     claims = engine.claims()
     balances = engine.balances()
@@ -260,6 +383,7 @@ def collect(engine: Engine, participants: int = 0, series: Series | None = None)
             stock_left=left, redeemed_units=p.stock - left,
         ))
     redemptions = Counter(o.label for o in engine.redemptions().values())
+    offset = campaign.info.starts_at.utcoffset()
     return ReviewData(
         campaign=campaign.id,
         beneficiary=campaign.info.beneficiary,
@@ -285,4 +409,14 @@ def collect(engine: Engine, participants: int = 0, series: Series | None = None)
         redemptions=dict(sorted(redemptions.items())),
         prizes=prizes,
         series=series if series is not None else claim_series(campaign, claims),
+        starts_ms=campaign.starts_ms,
+        tz_offset_s=int(offset.total_seconds()) if offset is not None else 0,
+        first_ts={Outcome(k).label: v for k, v in sorted(tracker.first_ts.items())}
+        if tracker is not None else {},
+        budget_full_ts=budget_full_at(campaign, claims),
+        regions_table=_regions_table(campaign, claims, orders_by_region),
+        population=dict(population or {}),
+        negative_available=sum(b.available < 0 for b in balances.values()),
+        active=len(tracker.placers) if tracker is not None else 0,
+        on_close=campaign.info.on_close,
     )

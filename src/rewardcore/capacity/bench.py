@@ -13,15 +13,17 @@ and the memory engine's replay;
   memory     the Cython engine: decode + claims, the claim step at several batch sizes,
              bytes per remembered order id (--memory-orders)
   durable    memory:///dir with an fsync per batch and without, against the memory engine
-  shm        shm://NAME replayed by 1 and 2 worker processes (2 >= 1.6 x 1, issue 4)
+  shm        shm://NAME replayed by 1 and 2 worker processes (2 >= 1.6 x 1)
   redis      one local redis-server: claims into open regions, into sold-out regions
              (against the memory engine on the same events), redis-benchmark INCR -P 64
   cluster    the same on a 3-master Redis Cluster
+  aio        rewardcore.aio: 1,000 concurrent single-order callers against one order per
+             synchronous call, on memory:// and (with redis-server) redis://; p99 per call
 
 The events are generated once (traffic.generate, seed 11). Timed rows are measured
 alternately, round after round (--repeat), and the best of each kept, so a noisy neighbour
 on a shared machine hurts every row alike; the spread (slowest/fastest - 1) is printed
-with each. Each row carries its ratio to the budget of DESIGN.md it answers to; a missed
+with each. Each row carries its ratio to the budget of docs/design.md it answers to; a missed
 budget is printed as MISSED, never hidden, and makes the exit code 1 (unless --no-fail); a
 row whose measurement fails says ERROR and why, the others go on, and the exit code is 2.
 A backend that is not installed or registered gets a "skipped" row that says why.
@@ -50,25 +52,23 @@ import msgspec
 import numpy as np
 import orjson
 
-from . import load_campaign, open_engine
-from .backends import backend_schemes
-from .campaign import Campaign, RegionSpec, Tier
-from .codec import DEFAULT_BATCH, read_jsonl
-from .events import Event, Placed
-from .outcomes import Outcome
-from .traffic import TrafficShape, generate
+from .. import load_campaign, open_engine
+from ..backends import backend_schemes
+from ..campaign import Campaign, RegionSpec, Tier
+from ..codec import read_jsonl
+from ..events import Event, Placed
+from ..outcomes import Outcome
+from ..traffic import TrafficShape, generate
+from . import source_version
+from .commands import GROUPS, add_bench_arguments
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-DEFAULT_CAMPAIGN = ROOT / "examples" / "d11-2026.toml"
-
-GROUPS = ("decode", "reference", "memory", "durable", "shm", "redis", "cluster")
 #: Groups whose rows are the baselines of another group's ratios.
 # durable and shm also bring the memory engine's replay row (their ratios divide by it)
 NEEDS = {"memory": ("decode", "reference"), "durable": ("decode",), "shm": ("decode",)}
 
-REDIS_OPEN_GOAL = 300_000  # claims/s into open regions, on one local Redis (DESIGN.md)
-REDIS_SOLDOUT_GOAL = 0.8  # x the memory engine once regions are sold out
-SHM_SCALING_GOAL = 1.6  # 2 workers vs 1 (issue 4)
+# x redis-benchmark -P 64 -t incr on the same server, same run (docs/design.md)
+REDIS_GOALS = {"open": 0.10, "caps": 0.05, "sold_out": 0.20, "replay": 0.12}
+SHM_SCALING_GOAL = 1.6  # 2 workers vs 1
 
 
 class Row(msgspec.Struct):
@@ -337,7 +337,7 @@ def group_memory(b: Bench) -> None:
 
 def order_table_bytes(campaign: Campaign, orders: int) -> Row:
     """Bytes per remembered order id: the order table's size over the orders it holds."""
-    from ._engine import MemoryCore
+    from .._engine import MemoryCore
 
     core = MemoryCore(campaign, 0)
     step = 100_000
@@ -356,7 +356,7 @@ def order_table_bytes(campaign: Campaign, orders: int) -> Row:
 
 def group_durable(b: Bench) -> None:
     """memory:///dir: the replay of 'memory engine: decode + claims', made durable (a
-    write-ahead log in a directory), with an fsync per batch and with none. DESIGN.md sets
+    write-ahead log in a directory), with an fsync per batch and with none. docs/design.md sets
     no budget here: the ratio to the plain memory engine is the cost of durability."""
     name = "durable memory:///dir"
     if not _durable_available(b):
@@ -392,7 +392,7 @@ def _filesystem(path: Path) -> str:
 
 
 def _durable_available(b: Bench) -> bool:
-    from .errors import ConfigError
+    from ..errors import ConfigError
     try:
         open_engine(b.campaign, f"memory://{b.tmp / 'probe'}").close()
     except ConfigError:
@@ -401,18 +401,15 @@ def _durable_available(b: Bench) -> bool:
 
 
 def group_shm(b: Bench) -> None:
-    """shm://NAME replayed by 1 and 2 worker processes (rewardcore.parallel.replay_file, the
+    """shm://NAME replayed by 1 and 2 worker processes (rewardcore.replay.replay_file, the
     code behind `rewardcore replay --workers N`), timed by its work clock: from the first
     worker starting on its input to the last finishing, and the CPU the workers spent on
     their input, so process start-up is left out of both. Each run gets a fresh segment."""
     if "shm" not in backend_schemes():
         b.skip("shm", "shm:// engine", "the shm:// backend is not registered")
         return
-    try:
-        from .parallel import replay_file
-    except ImportError:
-        b.skip("shm", "shm:// engine", "rewardcore.parallel (replay --workers) is not installed")
-        return
+    from ..replay import replay_file
+
     add_memory_replay(b, "shm")
     base = None
     for workers in b.args.shm_workers:
@@ -534,51 +531,90 @@ class _EngineRun:
                          for o in top if self.outcomes[o])
 
 
-def _memory_baselines(b: Bench, group: str) -> tuple[str, str]:
-    """The memory engine on the claim stream, open regions and sold out (shared by the
-    standalone and cluster groups)."""
-    claims = b.claim_batches()
-    n = sum(map(len, claims))
-    open_c, sold_c = open_variant(b.campaign, max(1, n)), soldout_variant(b.campaign)
-    url = f"memory://?orders={n + sold_c.total_slots}"
-    names = ("memory engine: claims, open regions", "memory engine: claims, sold out")
-    for name, camp, fill in ((names[0], open_c, None),
-                             (names[1], sold_c, fill_batches(sold_c, b.args.batch))):
-        r = _EngineRun(camp, url, claims, fill)
-        b.add(Measure(name, group, r.run, setup=r.setup, teardown=r.teardown, note=r.note))
-    return names
+class _RedisRun(_EngineRun):
+    """An engine run that also reads, from each server's INFO, the script calls and the CPU
+    the servers spent during the timed part (the note reports them per batch / per event)."""
+
+    def __init__(self, *args: Any, ports: list[int], **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.ports = ports
+        self.calls: list[int] = []
+        self.cpu: list[list[float]] = []
+
+    def run(self) -> int:
+        import redis
+
+        clients = [redis.Redis(port=p) for p in self.ports]
+
+        def sample() -> tuple[int, list[float]]:
+            calls, cpu = 0, []
+            for c in clients:
+                stats = c.info("commandstats")
+                calls += sum(int(v["calls"]) for k, v in stats.items()
+                             if k in ("cmdstat_evalsha", "cmdstat_eval"))
+                info = c.info("cpu")
+                cpu.append(float(info["used_cpu_sys"]) + float(info["used_cpu_user"]))
+            return calls, cpu
+        calls0, cpu0 = sample()
+        n = super().run()
+        calls1, cpu1 = sample()
+        for c in clients:
+            c.close()
+        self.calls.append(calls1 - calls0)
+        self.cpu.append([y - x for x, y in zip(cpu0, cpu1, strict=True)])
+        return n
+
+    def note(self) -> str:
+        base = super().note()
+        if not self.calls:
+            return base
+        n = sum(map(len, self.batches))
+        calls = min(self.calls) / max(1, len(self.batches))
+        per = [min(c[k] for c in self.cpu) / n * 1e6 for k in range(len(self.ports))]
+        text = f"{calls:.1f} script calls/batch, {sum(per):.2f} us server CPU/event"
+        if len(per) > 1:
+            text += (" (per master " + "/".join(f"{x:.2f}" for x in per)
+                     + f"; busiest {max(per) / max(sum(per), 1e-9):.0%})")
+        return f"{base}; {text}" if base else text
 
 
 def _redis_claim_rows(b: Bench, group: str, label: str, url: str,
-                      flush: Callable[[], object], pids: list[int]) -> None:
+                      flush: Callable[[], object], pids: list[int], ports: list[int],
+                      incr: str) -> None:
+    """Open claims without caps; the example's caps and budget; sold-out orders; a whole
+    replay of the generated traffic. Ratios divide by redis-benchmark INCR on the same
+    servers (`incr`, the row's name), the goals of docs/design.md."""
     claims = b.claim_batches()
 
     def server_cpu() -> float:
         return proc_cpu_seconds(pids)
     n = sum(map(len, claims))
-    _mem_open, mem_sold = _memory_baselines(b, group)
     open_c, sold_c = open_variant(b.campaign, max(1, n)), soldout_variant(b.campaign)
-    r = _EngineRun(open_c, url, claims, flush=flush)
-    b.add(Measure(f"{label}: claims, open regions", group, r.run, setup=r.setup,
-                  teardown=r.teardown, budget=f">= {REDIS_OPEN_GOAL:,} claims/s", goal=1.0,
-                  target=REDIS_OPEN_GOAL, note=r.note, server_cpu=server_cpu))
-    r = _EngineRun(sold_c, url, claims, fill_batches(sold_c, b.args.batch), flush=flush)
-    b.add(Measure(f"{label}: claims, sold out", group, r.run, setup=r.setup,
-                  teardown=r.teardown, budget=f">= {REDIS_SOLDOUT_GOAL} x memory sold out",
-                  goal=REDIS_SOLDOUT_GOAL, base=mem_sold, note=r.note,
-                  server_cpu=server_cpu))
+    rows = (
+        ("claims, open regions, no caps", open_c, claims, None, REDIS_GOALS["open"]),
+        ("claims, example caps and budget", b.campaign, claims, None, REDIS_GOALS["caps"]),
+        ("orders into sold-out regions", sold_c, claims, fill_batches(sold_c, b.args.batch),
+         REDIS_GOALS["sold_out"]),
+        ("replay of generated traffic", b.campaign, b.batches, None, REDIS_GOALS["replay"]),
+    )
+    for name, camp, batches, fill, goal in rows:
+        r = _RedisRun(camp, url, batches, fill, flush=flush, ports=ports)
+        b.add(Measure(f"{label}: {name}", group, r.run, setup=r.setup, teardown=r.teardown,
+                      budget=f">= {goal} x redis-benchmark INCR", goal=goal, base=incr,
+                      note=r.note, server_cpu=server_cpu))
 
 
 _BENCH_RPS = re.compile(r"INCR: ([\d.]+) requests per second")
 
 
 def _redis_benchmark(b: Bench, group: str, label: str, port: int, cluster: bool,
-                     base: str, pids: list[int]) -> None:
+                     pids: list[int]) -> str:
+    """The ratio base of the engine's rows: redis-benchmark INCR -P 64 on the same servers."""
     exe = shutil.which("redis-benchmark")
     name = f"redis-benchmark -P 64 -t incr, {label}"
     if exe is None:
         b.skip(group, name, "redis-benchmark not found")
-        return
+        return name
     requests = b.args.redis_benchmark_requests
     cmd = [exe, *(["--cluster"] if cluster else []), "-h", "127.0.0.1", "-p", str(port),
            "-P", "64", "-t", "incr", "-q", "-n", str(requests)]
@@ -591,13 +627,9 @@ def _redis_benchmark(b: Bench, group: str, label: str, port: int, cluster: bool,
                                f"{(out.stdout + out.stderr)[-1000:]}")
         return requests, requests / float(got[-1])
 
-    def note() -> str:
-        m, engine = b.measures[name], b.measures[base]
-        if not engine.runs or not m.runs:
-            return ""
-        ratio = (engine.events / min(engine.runs)) / (m.events / min(m.runs))
-        return f"the engine's open-region claims are {ratio:.1%} of this"
-    b.add(Measure(name, group, run, note=note, server_cpu=lambda: proc_cpu_seconds(pids)))
+    b.add(Measure(name, group, run, note="the base of the engine rows' ratios",
+                  server_cpu=lambda: proc_cpu_seconds(pids)))
+    return name
 
 
 def group_redis(b: Bench) -> None:
@@ -609,16 +641,16 @@ def group_redis(b: Bench) -> None:
         return
     import redis
 
-    from .redis_servers import RedisServer
+    from ..redis_servers import RedisServer
 
     server = RedisServer().start()
     b.stack.callback(server.close)
     client = redis.Redis(host="127.0.0.1", port=server.port)
     b.stack.callback(client.close)
     pids = [server.proc.pid] if server.proc else []
-    _redis_claim_rows(b, "redis", label, server.url, client.flushall, pids)
-    _redis_benchmark(b, "redis", "1 redis-server", server.port, False,
-                     f"{label}: claims, open regions", pids)
+    incr = _redis_benchmark(b, "redis", "1 redis-server", server.port, False, pids)
+    _redis_claim_rows(b, "redis", label, server.url, client.flushall, pids, [server.port],
+                      incr)
 
 
 def group_cluster(b: Bench) -> None:
@@ -628,20 +660,93 @@ def group_cluster(b: Bench) -> None:
                else "the redis+cluster:// backend is not registered")
         b.skip("cluster", label, why)
         return
-    from .redis_servers import RedisCluster
+    from ..redis_servers import RedisCluster
 
     cluster = RedisCluster(b.args.masters)
     b.stack.callback(cluster.close)
     cluster.start()
     pids = [n.proc.pid for n in cluster.nodes if n.proc]
-    _redis_claim_rows(b, "cluster", label, cluster.url, cluster.flushall, pids)
-    _redis_benchmark(b, "cluster", f"{b.args.masters}-master cluster", cluster.nodes[0].port,
-                     True, f"{label}: claims, open regions", pids)
+    incr = _redis_benchmark(b, "cluster", f"{b.args.masters}-master cluster",
+                            cluster.nodes[0].port, True, pids)
+    _redis_claim_rows(b, "cluster", label, cluster.url, cluster.flushall, pids,
+                      [n.port for n in cluster.nodes], incr)
+
+
+def _aio_rows(b: Bench, label: str, url: str, orders: list[Event], reset: Callable[[], object],
+              callers: int = 1000) -> None:
+    """One order per call, synchronously, against `callers` asyncio tasks each awaiting one
+    order at a time through one AsyncEngine (whose worker merges them)."""
+    import asyncio
+
+    from ..aio import AsyncEngine
+
+    p99: dict[str, list[float]] = {}
+
+    def fresh() -> None:  # every run starts from an empty campaign
+        reset()
+
+    def sync() -> int:
+        engine = open_engine(b.campaign, url)
+        lat = []
+        for ev in orders:
+            t = time.perf_counter()
+            engine.apply([ev])
+            lat.append(time.perf_counter() - t)
+        engine.close()
+        p99.setdefault("sync", []).append(float(np.percentile(lat, 99)))
+        return len(orders)
+
+    async def concurrent() -> list[float]:
+        engine = AsyncEngine(open_engine(b.campaign, url))
+        lat: list[float] = []
+
+        async def caller(mine: list[Event]) -> None:
+            for ev in mine:
+                t = time.perf_counter()
+                await engine.apply([ev])
+                lat.append(time.perf_counter() - t)
+
+        await asyncio.gather(*(caller(orders[k::callers]) for k in range(callers)))
+        await engine.aclose()
+        return lat
+
+    def merged() -> int:
+        lat = asyncio.run(concurrent())
+        p99.setdefault("aio", []).append(float(np.percentile(lat, 99)))
+        return len(orders)
+
+    def note(kind: str) -> Callable[[], str]:
+        return lambda: (f"p99 per call {np.median(p99.get(kind, [0])) * 1e3:.3f} ms "
+                        "(median of rounds)")
+
+    sync_name = f"{label}: 1 order per synchronous apply"
+    b.add(Measure(sync_name, "aio", sync, setup=fresh, note=note("sync")))
+    b.add(Measure(f"{label}: aio, {callers:,} concurrent 1-order callers", "aio", merged,
+                  setup=fresh, base=sync_name, note=note("aio")))
+
+
+def group_aio(b: Bench) -> None:
+    orders = [ev for batch in b.claim_batches() for ev in batch]
+    _aio_rows(b, "memory://", b.presized, orders, lambda: None)
+    if shutil.which("redis-server") is None:
+        b.skip("aio", "redis:// aio rows", "redis-server not found")
+        return
+    import redis
+
+    from ..redis_servers import RedisServer
+
+    server = RedisServer().start()
+    b.stack.callback(server.close)
+    client = redis.Redis(host="127.0.0.1", port=server.port)
+    b.stack.callback(client.close)
+    # one round trip per synchronous order: a tenth of the orders keeps the row short
+    _aio_rows(b, "redis://", server.url, orders[:max(1, len(orders) // 10)], client.flushall)
 
 
 GROUP_FUNCS: dict[str, Callable[[Bench], None]] = {
     "decode": group_decode, "reference": group_reference, "memory": group_memory,
     "durable": group_durable, "shm": group_shm, "redis": group_redis, "cluster": group_cluster,
+    "aio": group_aio,
 }
 
 
@@ -659,61 +764,9 @@ def expand_groups(only: Sequence[str]) -> list[str]:
 
 # -- command line ---------------------------------------------------------------------------
 
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected positive integers")
-    return values
-
-
-def _groups(text: str) -> list[str]:
-    names = [x.strip() for x in text.split(",") if x.strip()]
-    bad = [x for x in names if x not in GROUPS]
-    if bad or not names:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: unknown group {bad[0] if bad else ''!r}; expected some of "
-            f"{','.join(GROUPS)}")
-    return names
-
-
-def add_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--campaign", default=str(DEFAULT_CAMPAIGN))
-    ap.add_argument("--only", type=_groups, default=list(GROUPS), metavar="GROUPS",
-                    help=f"comma-separated row groups (default all): {','.join(GROUPS)}")
-    ap.add_argument("--orders", type=int, default=400_000,
-                    help="orders in the generated stream (default 400,000)")
-    ap.add_argument("--batch", type=int, default=4096,
-                    help="events per batch for every row (the memory engine's replay default is "
-                         f"{DEFAULT_BATCH}: pass --batch {DEFAULT_BATCH} to measure that)")
-    ap.add_argument("--batch-sizes", type=_int_list, default=[64, 512, 16384],
-                    metavar="N,N", help="more claim-step batch sizes (default 64,512,16384)")
-    ap.add_argument("--repeat", type=int, default=3, help="rounds; the best of each row is kept")
-    ap.add_argument("--memory-orders", type=int, default=10_000_000,
-                    help="orders for the bytes-per-order row (0 to skip)")
-    ap.add_argument("--redis-orders", type=int, default=50_000,
-                    help="claims per Redis row, the first new in-region orders of the stream")
-    ap.add_argument("--redis-benchmark-requests", type=int, default=2_000_000)
-    ap.add_argument("--masters", type=int, default=3, help="Redis Cluster masters (default 3)")
-    ap.add_argument("--durable-dir", default=None,
-                    help="where the durable rows write their logs (default: the temp dir)")
-    ap.add_argument("--shm-workers", type=_int_list, default=[1, 2], metavar="N,N")
-    ap.add_argument("--json", help="also write the rows as JSON here")
-    ap.add_argument("--no-fail", action="store_true",
-                    help="exit 0 even when a budget is MISSED (for smoke runs)")
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="measure throughput against the budgets of DESIGN.md")
-    add_arguments(p)
-    p.set_defaults(func=run)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    add_arguments(ap)
+    add_bench_arguments(ap)
     return run(ap.parse_args(argv))
 
 
@@ -751,23 +804,6 @@ def run(args: argparse.Namespace) -> int:
     if missed and not args.no_fail:
         return 1
     return 0
-
-
-def source_version() -> str:
-    """The checkout's commit (and how many files differ from it), so a figure can be
-    traced to the code that made it; "" outside a git checkout."""
-    try:
-        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain",
-                                "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    if head.returncode != 0:
-        return ""
-    changed = len(dirty.stdout.splitlines())
-    return head.stdout.strip() + (f" + {changed} changed files" if changed else "")
 
 
 @contextlib.contextmanager

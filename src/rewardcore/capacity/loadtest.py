@@ -1,12 +1,12 @@
 """Run the Double-Eleven load test end to end and write a capacity report.
 
-    python loadtests/run.py [--duration 300] [--peak-users 40] [--out loadtest-report]
-    rewardcore loadtest ...              (the same, from a source checkout)
+    rewardcore loadtest [--duration 300] [--peak-users 40] [--out loadtest-report]
+    python -m rewardcore.capacity.loadtest ...      (the same)
 
 Starts a throwaway redis-server (rewardcore.redis_servers) and `rewardcore serve` (HTTP on a
-free loopback port, consuming the Redis stream too), runs Locust headless with
-loadtests/locustfile.py and its DoubleElevenShape, waits for the stream to drain, stops the
-daemon with SIGTERM and reads back:
+free loopback port, consuming the Redis stream too), runs Locust headless with the
+locustfile beside this module and its DoubleElevenShape, waits for the stream to drain, stops
+the daemon with SIGTERM and reads back:
   - Locust's CSV stats (OUT/locust_stats.csv, _stats_history.csv, _failures.csv);
   - the exact per-second latencies the locustfile records (OUT/timeline.*.json);
   - the CPU seconds the daemon and redis-server used (from /proc), so a rate can be put
@@ -34,11 +34,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-LOCUSTFILE = HERE / "locustfile.py"
-DEFAULT_CAMPAIGN = ROOT / "examples" / "d11-2026.toml"
-USERS = ("OrderUser", "BatchUser", "StreamUser")
+from .commands import add_loadtest_arguments
+
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")  # shipped beside this module
 _ORDERS_IN_NAME = re.compile(r"\[(\d+) orders?\]")
 _CLK = os.sysconf("SC_CLK_TCK")
 
@@ -126,10 +124,29 @@ def run_locust(args: argparse.Namespace, out: Path, port: int, token: str,
     if args.processes > 1:
         cmd += ["--processes", str(args.processes)]
     print("loadtest: " + " ".join(cmd[2:]), file=sys.stderr)
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True,
-                          timeout=args.duration + 120)
-    (out / "locust.log").write_text(proc.stdout + proc.stderr)
-    return proc.returncode, proc.stdout + proc.stderr
+    from ..console import progress
+
+    log_path = out / "locust.log"
+    limit = args.duration + 120
+    with open(log_path, "w") as log, progress(int(args.duration) + 10, desc="loadtest",
+                                                unit="s", scale=False,
+                                                quiet=getattr(args, "quiet", False)) as bar:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        start, shown = time.monotonic(), 0
+        while True:
+            try:
+                proc.wait(1.0)
+                break
+            except subprocess.TimeoutExpired:
+                elapsed = time.monotonic() - start
+                if elapsed > limit:
+                    proc.kill()
+                    proc.wait()
+                    raise
+                bar.update(int(elapsed) - shown)  # a bar over the night's seconds
+                shown = int(elapsed)
+    text = log_path.read_text()
+    return proc.returncode, text
 
 
 def drain_stream(redis_url: str, stream: str, group: str, timeout: float) -> dict[str, Any]:
@@ -352,53 +369,15 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
 
 # -- command line ---------------------------------------------------------------------------
 
-def add_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--campaign", type=Path, default=DEFAULT_CAMPAIGN)
-    ap.add_argument("--backend", default="memory://",
-                    help="daemon engine: memory:// (default), or 'redis' for the started "
-                         "redis-server (redis://127.0.0.1:PORT/0)")
-    ap.add_argument("--duration", type=float, default=300, help="seconds of the night")
-    ap.add_argument("--peak-users", type=int, default=40)
-    ap.add_argument("--users", nargs="+", default=list(USERS), choices=USERS,
-                    help="Locust user classes (default all three)")
-    ap.add_argument("--order-rate", type=float, default=20, help="requests/s per OrderUser")
-    ap.add_argument("--batch-rate", type=float, default=1, help="requests/s per BatchUser")
-    ap.add_argument("--batch-size", type=int, default=1000)
-    ap.add_argument("--stream-rate", type=float, default=5, help="XADD requests/s per StreamUser")
-    ap.add_argument("--stream-batch", type=int, default=100)
-    ap.add_argument("--stream", default="orders")
-    ap.add_argument("--p99-ms", type=float, default=100, help="p99 target of single orders")
-    ap.add_argument("--batch-p99-ms", type=float, default=1000,
-                    help="p99 target of batch requests (HTTP batches and stream XADDs)")
-    ap.add_argument("--max-error", type=float, default=0.001, help="error rate allowed")
-    ap.add_argument("--hold", type=int, default=0,
-                    help="seconds a rate must hold (default: a tenth of --duration, >= 2)")
-    ap.add_argument("--break-after", type=int, default=3,
-                    help="seconds in a row over target that count as broken (default 3)")
-    ap.add_argument("--processes", type=int, default=0,
-                    help="Locust processes (default: 1 on <= 4 CPUs, else CPUs - 3, max 4)")
-    ap.add_argument("--out", type=Path, default=Path("loadtest-report"))
-    ap.add_argument("--report-only", action="store_true",
-                    help="judge the run already in --out again (targets, --hold) and rewrite "
-                         "its report, without running anything")
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("loadtest", help="Double-Eleven Locust load test of the daemon, with a "
-                                        "capacity report")
-    add_arguments(p)
-    p.set_defaults(func=run)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    add_arguments(ap)
+    add_loadtest_arguments(ap)
     return run(ap.parse_args(argv))
 
 
 def run(args: argparse.Namespace) -> int:
-    from rewardcore.benchmark import source_version
-    from rewardcore.redis_servers import RedisServer
+    from ..redis_servers import RedisServer
+    from . import source_version
 
     if args.duration <= 0 or args.peak_users < 1:
         raise SystemExit("loadtest: --duration and --peak-users must be positive")
@@ -446,8 +425,7 @@ def run(args: argparse.Namespace) -> int:
     if code != 0:
         raise SystemExit(f"loadtest: locust exited {code}:\n{text[-3000:]}")
     measured = {
-        "command": " ".join(["python", "loadtests/run.py", *sys.argv[1:]])
-        if Path(sys.argv[0]).name == "run.py" else " ".join(["rewardcore", *sys.argv[1:]]),
+        "command": " ".join(["rewardcore", *sys.argv[1:]]),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                      if k != "func"},
         "machine": {"cpus": cpus, "load_before": load_before,
@@ -504,5 +482,4 @@ def report(args: argparse.Namespace, out: Path) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT / "src"))
     raise SystemExit(main())

@@ -1,0 +1,40 @@
+"""The tags the Redis client and its Lua scripts exchange, named once.
+
+tools/gen_lua_constants.py writes these (and the outcome codes of rewardcore.outcomes) into
+src/rewardcore/lua/_constants.lua, which is prepended to every script when it is loaded;
+tests/test_redis_engine.py checks the generated file is current.
+"""
+
+from __future__ import annotations
+
+# Items of an order-bucket call (mark_orders.lua): kind, order id, argument.
+BUCKET_PLACED = 1  # argument: -1 = a candidate for the core, else the client's final outcome
+BUCKET_CLOSED = 2  # argument unused
+BUCKET_COMPLETED = 3  # argument: the event's ts (remembered if the order is not placed yet)
+
+# The bucket's reply for a new candidate (other replies: an outcome code, or a string).
+NEW_CANDIDATE = -1
+
+# Items of a core call (decide_batch.lua), each opening with its kind.
+CORE_PLACED = 1  # oid, beneficiary, region index, ts: a new candidate
+CORE_PLACED_AGAIN = 5  # the same + early completion ts ("" none), ref ("" this call)
+CORE_CLOSED = 2  # oid, ts, ref
+CORE_COMPLETED = 3  # oid, ts, ref
+CORE_REDEEM = 4  # redemption id, beneficiary, prize id, qty, unit cost (-1 unknown), stock
+
+# Whole-call replies of decide_batch.lua besides the per-item results.
+CALL_CANCELLED = "cancelled"  # a redelivery adopted this call's orders: redo it as refs
+CALL_REPEATED = "repeated"  # this call id was applied before (a client bug)
+
+# Order records in a bucket (hash order id -> record), by first character.
+REC_TOMBSTONE = "T"  # closed before placed
+REC_EARLY = "E"  # completed before placed: "E<ts>"
+REC_DONE = "-"  # placed, decided in the bucket (no claim possible)
+REC_ROUTED = "R"  # placed, sent to the core in call <id>: "R<id>" or "R<id>=<early ts>"
+
+# Notes on orders whose call was cancelled (core hash oid -> note).
+NOTE_DECIDED = "D"  # "D<outcome>|<slot>|<points>|<rank>"
+NOTE_EARLY = "E"  # "E<ts>": completed before its placement was decided
+
+WIRE = {name: value for name, value in globals().items()
+        if name.isupper() and isinstance(value, (int, str)) and name != "WIRE"}
