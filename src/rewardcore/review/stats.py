@@ -201,7 +201,9 @@ def claim_series(campaign: Campaign, claims: Sequence[Claim], points: int = 200)
                               dtype=np.int64))
     sold_at = np.sort(np.array(list(_sold_out(campaign, claims).values()), dtype=np.int64))
     last = max(int(ts[-1]), int(rev_ts[-1]) if len(rev_ts) else 0, campaign.starts_ms + 1)
-    edges = np.linspace(campaign.starts_ms, min(last, campaign.ends_ms), points)
+    # to the last change, even after the window (a close may come later): the last point is
+    # the state now
+    edges = np.linspace(campaign.starts_ms, last, points)
     for edge in edges:
         n = int(np.searchsorted(ts, edge, side="right"))
         k = int(np.searchsorted(plus_ts, edge, side="right"))
