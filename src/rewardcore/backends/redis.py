@@ -56,8 +56,9 @@ class RedisEngine(Engine):
     scheme = "redis"
     shares_state = True
     keeps_state = True
-    #: a batch pays two round trips whatever its size: larger batches amortise them
-    preferred_batch = 4096
+    #: a batch pays two round trips whatever its size; one call_events-sized batch is one
+    #: two-step call (larger ones are split so that no script runs long)
+    preferred_batch = 2048
 
     def __init__(self, campaign: Campaign, url: str, *, cluster: bool = False,
                  prefix: str = "rc", buckets: int = 64, call_events: int = 2048,
