@@ -21,6 +21,7 @@ cdef extern from "rc_tables.h":
 
 cdef extern from "rc_pyint.h":
     int rc_long_value(PyObject *v, long long *out) except -1
+    bint rc_int_in(PyObject *v, long long lo, long long hi, long long *out) noexcept
 
 
 # Outcome codes: rewardcore.outcomes.Outcome in C, generated (tools/gen_cython_constants.py).

@@ -97,15 +97,7 @@ cdef inline bint _id_ok(PyObject *v) noexcept:
 
 
 cdef inline bint _int_ok(PyObject *v, int64_t lo, int64_t hi, int64_t *out) noexcept:
-    cdef long long x = 0
-    if v == NULL or not PyLong_CheckExact(v):
-        return False
-    # ext/rc_pyint.h: no call for the usual sizes; 1 = beyond int64 (-1 cannot happen for an
-    # exact int)
-    if rc_long_value(v, &x) != 0:
-        return False
-    out[0] = x
-    return lo <= x <= hi
+    return rc_int_in(v, lo, hi, <long long *> out)  # ext/rc_pyint.h, always inlined
 
 
 cdef inline void rc_hash_str(PyObject *s, uint64_t *fp, uint32_t *fp2) noexcept:

@@ -50,15 +50,3 @@ cdef extern from "shm_sync.h":
     int rc_mutex_consistent(rc_shm_header *h) nogil
     void rc_set_ready(rc_shm_header *h) nogil
     uint32_t rc_is_ready(rc_shm_header *h) nogil
-
-
-cdef extern from "shm_route.h":
-    enum:
-        RC_ROUTE_NONE
-        RC_ROUTE_FOUND
-        RC_ROUTE_SLOW
-    int rc_json_order_id(const char *p, const char *end, const char **s, size_t *n) nogil
-
-
-cdef extern from "shm_crc.h":
-    uint32_t rc_crc32c(uint32_t crc, const void *data, size_t n) nogil
