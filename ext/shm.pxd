@@ -31,7 +31,7 @@ cdef extern from "shm_sync.h":
         int64_t cap_orders, otab_size, cap_claims, cap_bene, btab_size, ptab_size
         int64_t cap_arena, cap_red, rtab_size
         int64_t n_regions, heap_total, n_prizes
-        int64_t off[32]
+        int64_t off[40]
         int64_t n_orders, n_claims, n_bene, n_pairs, n_red, arena_used, awarded_points
         int64_t outcomes[18]
         int64_t wal_gen, wal_bytes, wal_seq

@@ -17,7 +17,8 @@ import pytest
 from rewardcore import Campaign, open_engine
 from rewardcore.aio import AsyncEngine, EngineClosed
 from rewardcore.engine import Decisions
-from rewardcore.events import Event
+from rewardcore.errors import EventError
+from rewardcore.events import Event, Placed
 from rewardcore.outcomes import Outcome
 
 from .campaigns import make_campaign
@@ -210,3 +211,25 @@ def test_the_bench_rows(tmp_path: Path) -> None:
         _measured(row)
         assert "p99 per call" in row["note"]
     assert all(r["ratio"] > 0 for r in rows if "concurrent" in r["name"])
+
+
+def test_an_invalid_event_fails_only_its_own_caller(aio_url: str) -> None:
+    """Calls merged with a batch holding an invalid event get their decisions; only that
+    batch's caller gets the EventError, with the index in its own batch."""
+    campaign = _campaign()
+    bad = Placed(order_id="bad", merchant_id="m1", agent_id="a1", region="1",  # type: ignore[arg-type]
+                 paid_cents=100, ts=placed("x").ts)
+
+    async def main() -> tuple[Any, dict[str, Any]]:
+        engine = await AsyncEngine.open(campaign, aio_url)
+        async with engine:
+            got = await asyncio.gather(
+                engine.apply([placed("o1", region=1)]),
+                engine.apply([placed("o2", region=2), bad]),
+                engine.apply([placed("o3", region=1)]), return_exceptions=True)
+            return got, await engine.call(engine.engine.export_state)
+
+    (first, err, third), state = asyncio.run(main())
+    assert isinstance(err, EventError) and err.index == 1, err
+    assert [Outcome(int(d.outcome[0])) for d in (first, third)] == [Outcome.AWARDED] * 2
+    assert sorted(c["order_id"] for c in state["claims"]) == ["o1", "o3"]

@@ -130,3 +130,27 @@ def test_generated_merchants_and_agents_come_in_proportion():
                 merchants.add(ev["merchant_id"])
     assert len(merchants) <= 400 < len(agents) <= 2_000
     assert len(merchants) > 300  # Zipf-active, but most merchants place something
+
+
+def test_a_return_after_the_points_were_spent_is_told():
+    """settle_on = placed: points are confirmed at once, spent, then the order closes."""
+    from rewardcore import open_engine
+    from rewardcore.events import Closed, Placed, Redeem
+    from rewardcore.review.stats import collect
+
+    from .campaigns import IN_WINDOW, make_campaign
+
+    campaign = make_campaign(regions=((1, 2, ((2, 10),)),), prizes=(("mug", 10, 5),),
+                             settle_on="placed")
+    with open_engine(campaign, "reference://") as engine:
+        engine.apply([
+            Placed(order_id="o1", merchant_id="m1", agent_id="a1", region=1, paid_cents=500,
+                   ts=IN_WINDOW),
+            Redeem(redemption_id="r1", beneficiary="a1", prize="mug", qty=1, ts=IN_WINDOW + 1),
+            Closed(order_id="o1", ts=IN_WINDOW + 2)])
+        assert engine.balance("a1").available == -10
+        data = collect(engine, participants=10)
+    assert data.negative_available == 1 and data.revoked_after_confirmed == 1
+    text = " ".join(headline(data))
+    assert "1 of them had been confirmed first" in text
+    assert "1 agents had an order closed after its points were spent" in text

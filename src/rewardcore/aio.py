@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 
 from .campaign import Campaign
 from .engine import Decisions, Engine
-from .errors import RewardcoreError
+from .errors import EventError, RewardcoreError
 from .events import Event
 
 T = TypeVar("T")
@@ -216,6 +216,14 @@ class AsyncEngine:
         try:
             decisions = await self._in_engine(self.engine.apply, events)
         except Exception as exc:
+            if isinstance(exc, EventError) and len(group) > 1:
+                # One caller's invalid event must not fail the others merged with it: the
+                # engine changed nothing (it checks the whole batch first), so each caller's
+                # batch goes again on its own, and only the bad one gets the error (with
+                # the index in its own batch).
+                for it in group:
+                    await self._run_apply([it])
+                return
             self._failed(exc)
             for it in group:
                 _set_exception(it.future, exc)

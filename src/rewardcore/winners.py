@@ -37,14 +37,17 @@ def _tz(engine: Engine) -> timezone:
 def winner_rows(engine: Engine, region: int | None = None) -> list[dict[str, Any]]:
     """Every non-revoked claim (of one region, or all), by region then slot, with masked ids.
 
-    Each row: region, slot, beneficiary (masked), order_id (masked), ts (the order's epoch
-    ms), placed_at (ISO 8601 in the campaign's time zone), points, state.
+    Each row: region, slot, rank (the order's place among the region's orders that reached
+    slot choice; 0 when the engine does not keep it), beneficiary (masked), order_id
+    (masked), ts (the order's epoch ms), placed_at (ISO 8601 in the campaign's time zone),
+    points, state.
     """
     tz = _tz(engine)
     return [
         {
             "region": c.region,
             "slot": c.slot,
+            "rank": c.rank,
             "beneficiary": mask_id(c.beneficiary),
             "order_id": mask_id(c.order_id),
             "ts": c.ts,

@@ -102,9 +102,12 @@ _SCHEMAS: dict[str, Any] = {
         "campaign": _STR, "region": _NULLABLE_INT,
         "count": {**_INT, "description": "winners in all pages"},
         "winners": {"type": "array", "items": _obj(
-            ["region", "slot", "beneficiary", "order_id", "ts", "placed_at", "points",
+            ["region", "slot", "rank", "beneficiary", "order_id", "ts", "placed_at", "points",
              "state"],
-            {"region": _INT, "slot": _INT, "beneficiary": {**_STR, "description": "masked"},
+            {"region": _INT, "slot": _INT,
+             "rank": {**_INT, "description": "the order's place among the region's orders "
+                                             "that reached slot choice (0: not kept)"},
+             "beneficiary": {**_STR, "description": "masked"},
              "order_id": {**_STR, "description": "masked"}, "ts": _INT, "placed_at": _STR,
              "points": _INT, "state": _STR})},
         "next_cursor": _CURSOR}),

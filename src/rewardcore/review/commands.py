@@ -175,8 +175,8 @@ def cmd_review(args: argparse.Namespace) -> int:
 
 # -- winners --------------------------------------------------------------------------------
 
-_WINNER_FIELDS = ("region", "slot", "beneficiary", "order_id", "placed_at", "ts", "points",
-                  "state")
+_WINNER_FIELDS = ("region", "slot", "rank", "beneficiary", "order_id", "placed_at", "ts",
+                  "points", "state")
 
 
 def cmd_winners(args: argparse.Namespace) -> int:

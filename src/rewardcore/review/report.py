@@ -439,6 +439,9 @@ def headline(data: ReviewData, lint: LintResult | None = None) -> list[str]:
                  if data.on_close == "release" else "their slots were lost (forfeit)")
         out.append(f"{_n(data.claims_revoked)} claims ({_pct(data.claims_revoked, data.claims)})"
                    f" were revoked by closed orders; {again}.")
+    if data.revoked_after_confirmed:
+        out.append(f"{_n(data.revoked_after_confirmed)} of them had been confirmed first: the "
+                   "order was closed after it completed (a return).")
     if data.negative_available:
         out.append(f"{_n(data.negative_available)} {who} had an order closed after its "
                    "points were spent: their available points are below zero.")

@@ -120,6 +120,9 @@ class ReviewData(msgspec.Struct):
     #: beneficiaries whose available points are below zero: a confirmed claim was closed
     #: after its points were spent
     negative_available: int = 0
+    #: revoked claims that had been confirmed first (a return after completion; needs the
+    #: claims' settled_ts, v2)
+    revoked_after_confirmed: int = 0
     #: participants of the campaign's kind who placed an order (0 when unknown)
     active: int = 0
     on_close: str = "release"
@@ -149,6 +152,7 @@ class ReviewData(msgspec.Struct):
             "budget_full_ts": self.budget_full_ts,
             "population": self.population,
             "negative_available": self.negative_available,
+            "revoked_after_confirmed": self.revoked_after_confirmed,
             "active": self.active,
         }
 
@@ -417,6 +421,8 @@ def collect(engine: Engine, participants: int = 0, series: Series | None = None,
         regions_table=_regions_table(campaign, claims, orders_by_region),
         population=dict(population or {}),
         negative_available=sum(b.available < 0 for b in balances.values()),
+        revoked_after_confirmed=sum(1 for c in claims if c.state == "revoked"
+                                    and getattr(c, "settled_ts", 0)),
         active=len(tracker.placers) if tracker is not None else 0,
         on_close=campaign.info.on_close,
     )
