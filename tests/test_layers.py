@@ -17,7 +17,7 @@ LAYERS: list[set[str]] = [
     {"_url", "events", "campaign", "examples"},
     {"codec", "traffic"},
     # the compiled cores import rewardcore.errors only (_redis_batch: and events, _redis_wire)
-    {"engine", "_engine", "_shm", "_redis_batch"},
+    {"engine", "_engine", "_shm", "_scan", "_redis_batch"},
     {"storage"},
     {"backends", "winners", "redis_servers"},
     {"rewardcore", "aio"},  # the package's public face and the asyncio wrapper
