@@ -3,8 +3,9 @@
 # extension built in place) and put .venv/bin first on PATH.
 #
 # RC_DEPS=lock (the default) installs the versions pinned in constraints.txt (scripts/lock
-# rewrites it); RC_DEPS=latest installs the newest releases instead. The install is redone
-# only when pyproject.toml, setup.py, constraints.txt, ext/ or the wanted extras change.
+# rewrites it); RC_DEPS=latest upgrades every requirement to its newest release instead. The
+# editable install (and the extension's build) is redone only when pyproject.toml, setup.py,
+# constraints.txt, ext/, RC_DEPS or the wanted extras change.
 
 rc_apt_install() {  # apt-get install the Debian packages given, once per script run
     local sudo=""
@@ -41,33 +42,49 @@ sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Pyth
     fi
     command -v cc >/dev/null || rc_apt_install gcc
 
+    # The stamp says what the last install was: inputs' checksum, RC_DEPS, extras.
     local stamp=.venv/.rewardcore-install key
     key=$(find pyproject.toml setup.py constraints.txt ext -type f ! -name '*.c' ! -name '*.html' \
           | LC_ALL=C sort | xargs cat | cksum | cut -d' ' -f1)
-    if [ "$deps" = lock ] && [ -f "$stamp" ] && .venv/bin/python - "$stamp" "$key" "$extras" <<'PY'
+    local pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+    if [ "$deps" = latest ]; then
+        # the newest releases of every requirement (build ones included), checked each run;
+        # the extension is rebuilt only when its inputs changed
+        echo "${0##*/}: upgrading the requirements of rewardcore${extras:+[$extras]} in .venv" >&2
+        mapfile -t reqs < <(.venv/bin/python - "$extras" <<'PY'
+import sys, tomllib
+meta = tomllib.load(open("pyproject.toml", "rb"))
+extras = meta["project"].get("optional-dependencies", {})
+reqs = meta["build-system"]["requires"] + meta["project"]["dependencies"]
+for extra in filter(None, sys.argv[1].split(",")):
+    reqs += extras[extra]
+print("\n".join(reqs))
+PY
+)
+        "${pip[@]}" --upgrade --upgrade-strategy eager "${reqs[@]}"
+    fi
+    if [ -f "$stamp" ] && .venv/bin/python - "$stamp" "$key $deps" "$extras" <<'PY'
 import sys
 path, key, extras = sys.argv[1:]
-old_key, _, old_extras = open(path).read().strip().partition(" ")
+old_key, old_deps, old_extras = (open(path).read().split() + ["", "", ""])[:3]
 def wanted(s): return {e for e in s.split(",") if e}
-sys.exit(not (old_key == key and wanted(extras) <= wanted(old_extras)))
+sys.exit(not (f"{old_key} {old_deps}" == key and wanted(extras) <= wanted(old_extras)))
 PY
     then
         export PATH="$PWD/.venv/bin:$PATH"
         return
     fi
 
-    local pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
-    if [ "$deps" = lock ]; then
-        pip+=(-c constraints.txt)
-    else
-        pip+=(--upgrade --upgrade-strategy eager)
-    fi
-    # The build requirements go into .venv too and the build uses them (no isolated build
-    # environment), so the extension is built with the same pinned Cython and numpy each time.
     echo "${0##*/}: installing rewardcore${extras:+[$extras]} into .venv ($deps versions)" >&2
-    "${pip[@]}" setuptools cython numpy
-    "${pip[@]}" --no-build-isolation -e ".${extras:+[$extras]}"
     rm -f "$stamp"
-    [ "$deps" = lock ] && echo "$key $extras" > "$stamp"
+    if [ "$deps" = lock ]; then
+        # The build requirements go into .venv too and the build uses them (no isolated
+        # build environment), so the extension is built with the pinned Cython and numpy.
+        "${pip[@]}" -c constraints.txt setuptools cython numpy
+        "${pip[@]}" -c constraints.txt --no-build-isolation -e ".${extras:+[$extras]}"
+    else
+        "${pip[@]}" --no-build-isolation --no-deps -e .
+    fi
+    echo "$key $deps ${extras:-,}" > "$stamp"
     export PATH="$PWD/.venv/bin:$PATH"
 }
