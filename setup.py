@@ -46,6 +46,13 @@ extensions = [
         extra_compile_args=["-O3"] if not DEBUG else ["-O0", "-g"],
     ),
     Extension(
+        "rewardcore._scan",
+        ["ext/scan.pyx"],
+        include_dirs=["ext", numpy.get_include()],
+        define_macros=macros,
+        extra_compile_args=["-O3"] if not DEBUG else ["-O0", "-g"],
+    ),
+    Extension(
         "rewardcore._shm",
         ["ext/shm.pyx"],
         include_dirs=["ext", numpy.get_include()],

@@ -35,4 +35,16 @@ static inline int rc_long_value(PyObject *v, long long *out) {
     return 0;
 }
 
+/* An exact int within [lo, hi] read into *out: 1, else 0 (not an exact int, beyond int64, or
+ * outside the range). Always inlined: pass one calls it for every int field of every event. */
+static inline __attribute__((always_inline)) int
+rc_int_in(PyObject *v, long long lo, long long hi, long long *out) {
+    if (v == NULL || !PyLong_CheckExact(v)) return 0;
+    if (rc_long_value(v, out) != 0) {
+        PyErr_Clear();  /* cannot fail for an exact int: keep no stray error */
+        return 0;
+    }
+    return lo <= *out && *out <= hi;
+}
+
 #endif

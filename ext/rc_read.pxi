@@ -24,32 +24,6 @@ cdef extern from "Python.h":
 from rewardcore.errors import EventError
 from rewardcore.events import FIELD_RULES, Closed, Completed, Placed, Redeem, check_event
 
-# Event kinds of the first pass.
-cdef enum:
-    K_PLACED = 0
-    K_CLOSED = 1
-    K_COMPLETED = 2
-    K_REDEEM = 3
-
-ctypedef struct rc_rec:
-    int kind
-    int32_t static_outcome  # an outcome decided in pass one (shm: outside the lock), or -1
-    uint64_t fp             # order id fingerprint (redemption id for a redeem)
-    uint32_t fp2
-    uint64_t wfp            # beneficiary fingerprint, when the engine needs it in pass one
-    uint32_t wfp2
-    Py_ssize_t row          # the region's row, -1 when it is not a reward region
-    uint64_t pair_hash      # bucket hash in the pairs table, when the per-region cap is set
-    int64_t region
-    int64_t paid
-    int64_t ts
-    int64_t qty
-    PyObject *order         # order id (redemption id for a redeem)
-    PyObject *who           # the beneficiary: agent or merchant per the campaign; a redeem's
-    PyObject *prize
-    PyObject *event
-
-
 cdef Py_ssize_t _member_offset(object cls, str name) except -1:
     """Offset of a Struct field in the instance, read from its member descriptor."""
     descr = cls.__dict__[name]
@@ -123,15 +97,7 @@ cdef inline bint _id_ok(PyObject *v) noexcept:
 
 
 cdef inline bint _int_ok(PyObject *v, int64_t lo, int64_t hi, int64_t *out) noexcept:
-    cdef long long x = 0
-    if v == NULL or not PyLong_CheckExact(v):
-        return False
-    # ext/rc_pyint.h: no call for the usual sizes; 1 = beyond int64 (-1 cannot happen for an
-    # exact int)
-    if rc_long_value(v, &x) != 0:
-        return False
-    out[0] = x
-    return lo <= x <= hi
+    return rc_int_in(v, lo, hi, <long long *> out)  # ext/rc_pyint.h, always inlined
 
 
 cdef inline void rc_hash_str(PyObject *s, uint64_t *fp, uint32_t *fp2) noexcept:

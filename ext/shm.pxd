@@ -31,7 +31,7 @@ cdef extern from "shm_sync.h":
         int64_t cap_orders, otab_size, cap_claims, cap_bene, btab_size, ptab_size
         int64_t cap_arena, cap_red, rtab_size
         int64_t n_regions, heap_total, n_prizes
-        int64_t off[32]
+        int64_t off[40]
         int64_t n_orders, n_claims, n_bene, n_pairs, n_red, arena_used, awarded_points
         int64_t outcomes[18]
         int64_t wal_gen, wal_bytes, wal_seq
@@ -50,15 +50,3 @@ cdef extern from "shm_sync.h":
     int rc_mutex_consistent(rc_shm_header *h) nogil
     void rc_set_ready(rc_shm_header *h) nogil
     uint32_t rc_is_ready(rc_shm_header *h) nogil
-
-
-cdef extern from "shm_route.h":
-    enum:
-        RC_ROUTE_NONE
-        RC_ROUTE_FOUND
-        RC_ROUTE_SLOW
-    int rc_json_order_id(const char *p, const char *end, const char **s, size_t *n) nogil
-
-
-cdef extern from "shm_crc.h":
-    uint32_t rc_crc32c(uint32_t crc, const void *data, size_t n) nogil

@@ -40,7 +40,8 @@ import numpy as np
 from rc_common cimport *  # ext/rc_common.pxd: hash tables, int reads, outcome codes
 from shm cimport *  # ext/shm.pxd: the C declarations (lock, router)
 
-include "rc_read.pxi"  # pass one: reading and checking event fields
+include "rc_read.pxi"   # pass one: reading and checking event fields
+include "rc_rules.pxi"  # the rules
 
 cnp.import_array()
 
@@ -74,43 +75,33 @@ cdef extern from "Python.h":
     object PyUnicode_FromKindAndData(int kind, const void *buffer, Py_ssize_t size)
 
 
-include "rc_outcome_codes.pxi"  # OUTCOME_CODES, generated from rewardcore.outcomes
-
-cdef enum:
-    PREFETCH_AHEAD = 12
-
-cdef enum:
-    ORDER_PLACED = -1
-    ORDER_TOMBSTONE = -2
-
-cdef enum:
-    PENDING = 0
-    CONFIRMED_STATE = 1
-    REVOKED_STATE = 2
-CLAIM_STATE_NAMES = ("pending", "confirmed", "revoked")
 
 # Array slots of rc_shm_header.off, in layout order.
 cdef enum:
     A_USED = 0
     A_TAKEN
     A_HEAP_LEN
+    A_RANKED
     A_HEAP
     A_ORDERS
     A_BTAB
+    A_BFP
     A_HELD
     A_PENDING
     A_CONFIRMED
     A_REDEEMED
     A_BNAME_OFF
     A_BNAME_LEN
-    A_PKEYS
-    A_PVALS
+    A_PAIRS
     A_C_ROW
     A_C_SLOT
     A_C_POINTS
     A_C_BENE
     A_C_STATE
     A_C_TS
+    A_C_RANK
+    A_C_SETTLED
+    A_C_REVOKED
     A_C_OOFF
     A_C_OLEN
     A_RTAB
@@ -122,26 +113,32 @@ cdef enum:
     A_ARENA
     N_ARRAYS
 
-ARRAY_NAMES = (
-    "used", "taken", "heap_len", "heap", "orders", "btab", "held", "pending", "confirmed",
-    "redeemed", "bname_off", "bname_len", "pkeys", "pvals", "c_row", "c_slot", "c_points",
-    "c_bene", "c_state", "c_ts", "c_ooff", "c_olen", "rtab", "r_outcome", "r_cost",
-    "r_idoff", "r_idlen", "stock", "arena",
+# (name, numpy dtype, what sets its length: a key of the caps dict (see layout()), bytes per
+# item), in the order of the A_* slots; a fingerprint slot is two uint64 words
+ARRAYS = (
+    ("used", "i4", "regions", 4), ("taken", "i4", "regions", 4),
+    ("heap_len", "i4", "regions", 4), ("ranked", "i8", "regions", 8),
+    ("heap", "i4", "heap", 4), ("orders", "u8", "otab", 16), ("btab", "u8", "btab", 16),
+    ("bfp", "u8", "beneficiaries", 8), ("held", "i4", "beneficiaries", 4),
+    ("pending", "i8", "beneficiaries", 8), ("confirmed", "i8", "beneficiaries", 8),
+    ("redeemed", "i8", "beneficiaries", 8), ("bname_off", "i8", "beneficiaries", 8),
+    ("bname_len", "i4", "beneficiaries", 4), ("pairs", "u8", "ptab", 16),
+    ("c_row", "i4", "claims", 4), ("c_slot", "i4", "claims", 4),
+    ("c_points", "i4", "claims", 4), ("c_bene", "i4", "claims", 4),
+    ("c_state", "u1", "claims", 1), ("c_ts", "i8", "claims", 8),
+    ("c_rank", "i8", "claims", 8), ("c_settled", "i8", "claims", 8),
+    ("c_revoked", "i8", "claims", 8), ("c_ooff", "i8", "claims", 8),
+    ("c_olen", "i4", "claims", 4), ("rtab", "u8", "rtab", 16),
+    ("r_outcome", "i4", "redemptions", 4), ("r_cost", "i8", "redemptions", 8),
+    ("r_idoff", "i8", "redemptions", 8), ("r_idlen", "i4", "redemptions", 4),
+    ("stock", "i8", "prizes", 8), ("arena", "u1", "arena", 1),
 )
-# numpy dtype of each array; a fingerprint slot is two uint64 words
-ARRAY_DTYPES = (
-    "i4", "i4", "i4", "i4", "u8", "u8", "i4", "i8", "i8", "i8", "i8", "i4", "i8", "i4",
-    "i4", "i4", "i4", "i4", "u1", "i8", "i8", "i4", "u8", "i4", "i8", "i8", "i4", "i8", "u1",
-)
-# what sets each array's length: a key of the caps dict (see layout())
-ARRAY_LENGTHS = (
-    "regions", "regions", "regions", "heap", "otab", "btab", "beneficiaries", "beneficiaries",
-    "beneficiaries", "beneficiaries", "beneficiaries", "beneficiaries", "ptab", "ptab",
-    "claims", "claims", "claims", "claims", "claims", "claims", "claims", "claims", "rtab",
-    "redemptions", "redemptions", "redemptions", "redemptions", "prizes", "arena",
-)
-ARRAY_ITEMS = (4, 4, 4, 4, 16, 16, 4, 8, 8, 8, 8, 4, 8, 4, 4, 4, 4, 4, 1, 8, 8, 4, 16, 4, 8,
-               8, 4, 8, 1)
+assert len(ARRAYS) == N_ARRAYS <= RC_SHM_N_OFFSETS
+ARRAY_NAMES = tuple(a[0] for a in ARRAYS)
+ARRAY_DTYPES = tuple(a[1] for a in ARRAYS)
+ARRAY_LENGTHS = tuple(a[2] for a in ARRAYS)
+ARRAY_ITEMS = tuple(a[3] for a in ARRAYS)
+_TABLES = (A_ORDERS, A_BTAB, A_PAIRS, A_RTAB)  # hash tables: re-inserted on restore
 
 HEADER_BYTES = (sizeof(rc_shm_header) + 4095) // 4096 * 4096
 MAX_PARTS = RC_SHM_MAX_PARTS
@@ -218,55 +215,17 @@ class StateError(BackendError):
     """The segment is not one this process can use (layout, campaign, locking)."""
 
 
-cdef class ShmCore:
+cdef class ShmCore(RulesStorage):
     """Claim state of one campaign in a shared segment; see the module docstring."""
 
-    # campaign settings
-    cdef object campaign
-    cdef int64_t starts, ends, min_paid, budget, cap, region_cap
-    cdef bint releases, settle_placed, pays_merchant
-    cdef Py_ssize_t n_regions
-    cdef cnp.ndarray a_rkeys, a_rvals, a_codes, a_slots, a_tier_off, a_tier_upto, a_tier_points
-    cdef cnp.ndarray a_heap_off
-    cdef int64_t *rkeys
-    cdef int32_t *rvals
-    cdef uint64_t rmask
-    cdef int64_t *codes
-    cdef int32_t *slots
-    cdef int32_t *tier_off
-    cdef int32_t *tier_upto
-    cdef int32_t *tier_points
-    cdef int64_t *heap_off
-    cdef dict prize_index
-    cdef list prize_costs
     # the segment
     cdef Py_buffer view
     cdef bint has_view
     cdef char *base
     cdef rc_shm_header *h
-    cdef int32_t *used
-    cdef int32_t *taken
-    cdef int32_t *heap_len
-    cdef int32_t *heap
-    cdef rc_fpslot *orders
-    cdef uint64_t omask
-    cdef rc_fpslot *btab
-    cdef uint64_t bmask
-    cdef int32_t *held
-    cdef int64_t *pending
-    cdef int64_t *confirmed
-    cdef int64_t *redeemed
+    # what only this engine keeps: strings in the arena, redemptions
     cdef int64_t *bname_off
     cdef int32_t *bname_len
-    cdef int64_t *pkeys
-    cdef int32_t *pvals
-    cdef uint64_t pmask
-    cdef int32_t *c_row
-    cdef int32_t *c_slot
-    cdef int32_t *c_points
-    cdef int32_t *c_bene
-    cdef uint8_t *c_state
-    cdef int64_t *c_ts
     cdef int64_t *c_ooff
     cdef int32_t *c_olen
     cdef rc_fpslot *rtab
@@ -275,14 +234,11 @@ cdef class ShmCore:
     cdef int64_t *r_cost
     cdef int64_t *r_idoff
     cdef int32_t *r_idlen
-    cdef int64_t *stock
     cdef uint8_t *arena
-    # lock state of this process
+    # the lock, as this process holds it
     cdef bint locked
     cdef uint64_t t_locked
     # pass one scratch and what the prepared batch may need
-    cdef cnp.ndarray a_recs
-    cdef rc_rec *recs
     cdef Py_ssize_t n_prepared
     cdef Py_ssize_t need_orders, need_placed, need_redeem, need_arena
 
@@ -291,52 +247,10 @@ cdef class ShmCore:
         self.has_view = False
         self.locked = False
         self.n_prepared = 0
-        self.campaign = campaign
-        info = campaign.info
-        self.starts, self.ends = campaign.starts_ms, campaign.ends_ms
-        self.min_paid = info.min_paid_cents
-        self.budget = info.budget_points
-        self.cap = info.max_claims_per_beneficiary
-        self.region_cap = info.max_claims_per_beneficiary_per_region
-        self.releases = campaign.releases
-        self.settle_placed = campaign.settles_on_placed
-        self.pays_merchant = campaign.pays_merchant
-        self.n_regions = len(campaign.regions)
-        self.prize_index = {p.id: k for k, p in enumerate(campaign.prizes)}
-        self.prize_costs = [p.cost_points for p in campaign.prizes]
-
-        # Campaign tables are constants: each process builds its own copy.
-        self.a_codes = np.ascontiguousarray(campaign.region_codes, dtype=np.int64)
-        self.a_slots = np.ascontiguousarray(campaign.region_slots, dtype=np.int32)
-        self.a_tier_off = np.ascontiguousarray(campaign.tier_offsets, dtype=np.int32)
-        self.a_tier_upto = np.ascontiguousarray(campaign.tier_upto, dtype=np.int32)
-        self.a_tier_points = np.ascontiguousarray(campaign.tier_points, dtype=np.int32)
-        cdef uint64_t cap = 16
-        while cap < <uint64_t> (4 * self.n_regions):
-            cap <<= 1
-        self.a_rkeys = np.zeros(cap, np.int64)
-        self.a_rvals = np.zeros(cap, np.int32)
-        self.rmask = cap - 1
-        self.rkeys = <int64_t *> self.a_rkeys.data
-        self.rvals = <int32_t *> self.a_rvals.data
-        self.codes = <int64_t *> self.a_codes.data
-        self.slots = <int32_t *> self.a_slots.data
-        self.tier_off = <int32_t *> self.a_tier_off.data
-        self.tier_upto = <int32_t *> self.a_tier_upto.data
-        self.tier_points = <int32_t *> self.a_tier_points.data
-        cdef Py_ssize_t row
-        cdef uint64_t i
-        for row in range(self.n_regions):
-            i = rc_int_probe(self.rkeys, self.rvals, self.rmask, self.codes[row])
-            self.rkeys[i] = self.codes[row]
-            self.rvals[i] = row + 1
-        heap_sizes = self.a_slots.astype(np.int64) if self.releases else np.zeros(self.n_regions, np.int64)
-        self.a_heap_off = np.zeros(self.n_regions + 1, np.int64)
-        np.cumsum(heap_sizes, out=self.a_heap_off[1:])
-        self.heap_off = <int64_t *> self.a_heap_off.data
-        heap_total = int(self.a_heap_off[self.n_regions])
-        self.a_recs = np.zeros(0, np.uint8)
-        self.recs = NULL
+        # No growing: room is checked before the batch (check_room), and that check counts
+        # new beneficiaries, so pass one hashes them.
+        self.bind_campaign(campaign, False, True)
+        heap_total = self.tables.heap_total
 
         PyObject_GetBuffer(buffer, &self.view, PyBUF_WRITABLE)
         self.has_view = True
@@ -402,29 +316,41 @@ cdef class ShmCore:
     cdef void _bind(self) noexcept:
         cdef rc_shm_header *h = self.h
         cdef char *b = self.base
-        self.used = <int32_t *> (b + h.off[A_USED])
-        self.taken = <int32_t *> (b + h.off[A_TAKEN])
-        self.heap_len = <int32_t *> (b + h.off[A_HEAP_LEN])
-        self.heap = <int32_t *> (b + h.off[A_HEAP])
-        self.orders = <rc_fpslot *> (b + h.off[A_ORDERS])
-        self.omask = h.otab_size - 1
-        self.btab = <rc_fpslot *> (b + h.off[A_BTAB])
-        self.bmask = h.btab_size - 1
-        self.held = <int32_t *> (b + h.off[A_HELD])
-        self.pending = <int64_t *> (b + h.off[A_PENDING])
-        self.confirmed = <int64_t *> (b + h.off[A_CONFIRMED])
-        self.redeemed = <int64_t *> (b + h.off[A_REDEEMED])
+        cdef rc_core *s = &self.s
+        s.used = <int32_t *> (b + h.off[A_USED])
+        s.taken = <int32_t *> (b + h.off[A_TAKEN])
+        s.heap_len = <int32_t *> (b + h.off[A_HEAP_LEN])
+        s.ranked = <int64_t *> (b + h.off[A_RANKED])
+        s.heap = <int32_t *> (b + h.off[A_HEAP])
+        s.orders = <rc_fpslot *> (b + h.off[A_ORDERS])
+        s.omask = h.otab_size - 1
+        s.btab = <rc_fpslot *> (b + h.off[A_BTAB])
+        s.bmask = h.btab_size - 1
+        s.bfp = <uint64_t *> (b + h.off[A_BFP])
+        s.held = <int32_t *> (b + h.off[A_HELD])
+        s.pending = <int64_t *> (b + h.off[A_PENDING])
+        s.confirmed = <int64_t *> (b + h.off[A_CONFIRMED])
+        s.redeemed = <int64_t *> (b + h.off[A_REDEEMED])
+        s.pairs = <rc_fpslot *> (b + h.off[A_PAIRS])
+        s.pmask = h.ptab_size - 1
+        s.c_row = <int32_t *> (b + h.off[A_C_ROW])
+        s.c_slot = <int32_t *> (b + h.off[A_C_SLOT])
+        s.c_points = <int32_t *> (b + h.off[A_C_POINTS])
+        s.c_bene = <int32_t *> (b + h.off[A_C_BENE])
+        s.c_state = <uint8_t *> (b + h.off[A_C_STATE])
+        s.c_ts = <int64_t *> (b + h.off[A_C_TS])
+        s.c_rank = <int64_t *> (b + h.off[A_C_RANK])
+        s.c_settled = <int64_t *> (b + h.off[A_C_SETTLED])
+        s.c_revoked = <int64_t *> (b + h.off[A_C_REVOKED])
+        s.stock = <int64_t *> (b + h.off[A_STOCK])
+        s.n_orders = &h.n_orders
+        s.n_bene = &h.n_bene
+        s.n_pairs = &h.n_pairs
+        s.n_claims = &h.n_claims
+        s.awarded_points = &h.awarded_points
+        s.outcomes = h.outcomes
         self.bname_off = <int64_t *> (b + h.off[A_BNAME_OFF])
         self.bname_len = <int32_t *> (b + h.off[A_BNAME_LEN])
-        self.pkeys = <int64_t *> (b + h.off[A_PKEYS])
-        self.pvals = <int32_t *> (b + h.off[A_PVALS])
-        self.pmask = h.ptab_size - 1
-        self.c_row = <int32_t *> (b + h.off[A_C_ROW])
-        self.c_slot = <int32_t *> (b + h.off[A_C_SLOT])
-        self.c_points = <int32_t *> (b + h.off[A_C_POINTS])
-        self.c_bene = <int32_t *> (b + h.off[A_C_BENE])
-        self.c_state = <uint8_t *> (b + h.off[A_C_STATE])
-        self.c_ts = <int64_t *> (b + h.off[A_C_TS])
         self.c_ooff = <int64_t *> (b + h.off[A_C_OOFF])
         self.c_olen = <int32_t *> (b + h.off[A_C_OLEN])
         self.rtab = <rc_fpslot *> (b + h.off[A_RTAB])
@@ -433,13 +359,12 @@ cdef class ShmCore:
         self.r_cost = <int64_t *> (b + h.off[A_R_COST])
         self.r_idoff = <int64_t *> (b + h.off[A_R_IDOFF])
         self.r_idlen = <int32_t *> (b + h.off[A_R_IDLEN])
-        self.stock = <int64_t *> (b + h.off[A_STOCK])
         self.arena = <uint8_t *> (b + h.off[A_ARENA])
 
     cdef void _init_stock(self) noexcept:
         cdef Py_ssize_t k = 0
         for p in self.campaign.prizes:
-            self.stock[k] = p.stock
+            self.s.stock[k] = p.stock
             k += 1
 
     def release(self):
@@ -509,34 +434,18 @@ cdef class ShmCore:
         cdef Py_ssize_t n = len(events)
         cdef Py_ssize_t i
         cdef rc_rec *r
-        cdef uint64_t ri
         self.n_prepared = 0
         self.need_orders = self.need_placed = self.need_redeem = self.need_arena = 0
-        if self.a_recs.shape[0] < n * <Py_ssize_t> sizeof(rc_rec):
-            self.a_recs = np.zeros(max(n, 1024) * sizeof(rc_rec), np.uint8)
-            self.recs = <rc_rec *> self.a_recs.data
-        for i in range(n):
+        self.read_batch(events)  # outside the lock, in parallel in every worker
+        for i in range(n):  # what the batch may need, at most (check_room)
             r = &self.recs[i]
-            if not rc_read(<PyObject *> events[i], r, self.pays_merchant):
-                rc_refuse(events, i)
             if r.kind == K_PLACED:
-                rc_hash_str(r.who, &r.wfp, &r.wfp2)
-                # checks 3-5 of DESIGN.md need no state: decide them here, outside the lock
-                if r.ts < self.starts or r.ts >= self.ends:
-                    r.static_outcome = OUTSIDE_WINDOW
-                else:
-                    ri = rc_int_probe(self.rkeys, self.rvals, self.rmask, r.region)
-                    r.row = self.rvals[ri] - 1
-                    if r.row < 0:
-                        r.static_outcome = NO_REWARD_REGION
-                    elif r.paid < self.min_paid:
-                        r.static_outcome = BELOW_MIN_PAID
                 self.need_orders += 1
                 self.need_placed += 1
                 self.need_arena += _str_bytes(r.order) + _str_bytes(r.who)
-            elif r.kind == K_CLOSED:
+            elif r.kind == K_CLOSED or r.kind == K_COMPLETED:
                 self.need_orders += 1
-            elif r.kind == K_REDEEM:
+            else:
                 self.need_redeem += 1
                 self.need_arena += _str_bytes(r.order)
         self.n_prepared = n
@@ -572,18 +481,16 @@ cdef class ShmCore:
                     new_red.add(key)
                     arena += _str_bytes(r.order)
                 continue
-            if r.kind == K_COMPLETED:
-                continue
-            j = rc_fp_probe(self.orders, self.omask, r.fp, r.fp2)
-            if self.orders[j].val != 0:
+            j = rc_fp_probe(self.s.orders, self.s.omask, r.fp, r.fp2)
+            if self.s.orders[j].val != 0:
                 continue
             new_orders.add(key)
             if r.kind == K_PLACED and key not in new_placed:
                 new_placed.add(key)
                 arena += _str_bytes(r.order)
                 wkey = (r.wfp, r.wfp2)
-                j = rc_fp_probe(self.btab, self.bmask, r.wfp, r.wfp2)
-                if self.btab[j].val == 0 and wkey not in new_bene:
+                j = rc_fp_probe(self.s.btab, self.s.bmask, r.wfp, r.wfp2)
+                if self.s.btab[j].val == 0 and wkey not in new_bene:
                     new_bene.add(wkey)
                     arena += _str_bytes(r.who)
         for what, have, more, cap, param in (
@@ -604,53 +511,12 @@ cdef class ShmCore:
         self._need_lock()
         self.check_room()
         cdef Py_ssize_t n = self.n_prepared
-        outcome_arr = np.empty(n, np.uint8)
-        slot_arr = np.zeros(n, np.int32)
-        points_arr = np.zeros(n, np.int32)
-        cdef uint8_t *out = <uint8_t *> (<cnp.ndarray> outcome_arr).data
-        cdef int32_t *out_slot = <int32_t *> (<cnp.ndarray> slot_arr).data
-        cdef int32_t *out_points = <int32_t *> (<cnp.ndarray> points_arr).data
-        cdef Py_ssize_t i
-        cdef rc_rec *r
-        cdef rc_rec *ahead
-        cdef int o
-        cdef bint caps = self.cap or self.region_cap
         self.n_prepared = 0
-        for i in range(n):
-            r = &self.recs[i]
-            # The order table is far larger than the caches: ask now for the bucket of the
-            # event a few places on, so its memory latency overlaps this event's work. (Not
-            # in pass one: outside the lock that would pull lines from the other workers.)
-            if i + PREFETCH_AHEAD < n:
-                ahead = &self.recs[i + PREFETCH_AHEAD]
-                if ahead.kind != K_REDEEM:
-                    rc_prefetch(&self.orders[ahead.fp & self.omask])
-                    if caps and ahead.kind == K_PLACED:
-                        rc_prefetch(&self.btab[ahead.wfp & self.bmask])
-            if r.kind == K_PLACED:
-                o = self._placed(r, &out_slot[i], &out_points[i])
-                self.h.outcomes[o] += 1
-            elif r.kind == K_CLOSED:
-                o = self._closed(r, &out_slot[i], &out_points[i])
-            elif r.kind == K_COMPLETED:
-                o = self._completed(r, &out_slot[i], &out_points[i])
-            else:
-                o = self._redeem(r, &out_points[i])
-            out[i] = <uint8_t> o
-        return outcome_arr, slot_arr, points_arr
+        return self.apply_records(n)
 
-    cdef inline int32_t _points_for(self, Py_ssize_t row, int32_t slot) noexcept:
-        cdef int32_t t
-        for t in range(self.tier_off[row], self.tier_off[row + 1]):
-            if slot <= self.tier_upto[t]:
-                return self.tier_points[t]
-        return 0
-
-    cdef inline Py_ssize_t _bene_find(self, uint64_t fp, uint32_t fp2) noexcept:
-        return self.btab[rc_fp_probe(self.btab, self.bmask, fp, fp2)].val - 1
-
+    # -- storage: strings in the arena (room was checked before the batch) ---------------
     cdef inline int64_t _arena_put(self, PyObject *s, int32_t *len_word) noexcept:
-        """Append a str's bytes to the arena; returns the offset (room was checked)."""
+        """Append a str's bytes to the arena; returns the offset."""
         cdef Py_ssize_t nb = _str_bytes(s)
         cdef int64_t at = self.h.arena_used
         memcpy(self.arena + at, PyUnicode_DATA(s), nb)
@@ -666,175 +532,17 @@ cdef class ShmCore:
         return (len_word == <int32_t> (_str_bytes(s) | (PyUnicode_KIND(s) << KIND_SHIFT))
                 and memcmp(self.arena + off, PyUnicode_DATA(s), len_word & LEN_MASK) == 0)
 
-    cdef Py_ssize_t _bene_intern(self, rc_rec *r) noexcept:
-        cdef uint64_t i = rc_fp_probe(self.btab, self.bmask, r.wfp, r.wfp2)
-        if self.btab[i].val != 0:
-            return self.btab[i].val - 1
+    cdef Py_ssize_t new_bene(self, rc_rec *r) except -1:
         cdef Py_ssize_t b = self.h.n_bene
         self.bname_off[b] = self._arena_put(r.who, &self.bname_len[b])
-        self.held[b] = 0
-        self.pending[b] = 0
-        self.confirmed[b] = 0
-        self.redeemed[b] = 0
-        self.btab[i].fp = r.wfp
-        self.btab[i].fp2 = r.wfp2
-        self.btab[i].val = <int32_t> (b + 1)
-        self.h.n_bene = b + 1
         return b
 
-    cdef inline uint64_t _pair_slot(self, Py_ssize_t b, Py_ssize_t row) noexcept:
-        return rc_int_probe(self.pkeys, self.pvals, self.pmask, ((<int64_t> b) << 32) | row)
-
-    cdef void _heap_push(self, Py_ssize_t row, int32_t slot) noexcept:
-        cdef int32_t *hp = self.heap + self.heap_off[row]
-        cdef int32_t i = self.heap_len[row]
-        cdef int32_t up
-        self.heap_len[row] = i + 1
-        while i > 0:
-            up = (i - 1) >> 1
-            if hp[up] <= slot:
-                break
-            hp[i] = hp[up]
-            i = up
-        hp[i] = slot
-
-    cdef void _heap_pop(self, Py_ssize_t row) noexcept:
-        cdef int32_t *hp = self.heap + self.heap_off[row]
-        cdef int32_t n = self.heap_len[row] - 1
-        cdef int32_t last = hp[n]
-        cdef int32_t i = 0
-        cdef int32_t kid
-        self.heap_len[row] = n
-        while True:
-            kid = 2 * i + 1
-            if kid >= n:
-                break
-            if kid + 1 < n and hp[kid + 1] < hp[kid]:
-                kid += 1
-            if hp[kid] >= last:
-                break
-            hp[i] = hp[kid]
-            i = kid
-        if n > 0:
-            hp[i] = last
-
-    cdef int _placed(self, rc_rec *r, int32_t *out_slot, int32_t *out_points) except -1:
-        cdef rc_shm_header *h = self.h
-        cdef uint64_t oi = rc_fp_probe(self.orders, self.omask, r.fp, r.fp2)
-        cdef int32_t seen = self.orders[oi].val
-        if seen == ORDER_PLACED or seen > 0:
-            return DUPLICATE
-        if seen == 0:
-            self.orders[oi].fp = r.fp
-            self.orders[oi].fp2 = r.fp2
-            h.n_orders += 1
-        self.orders[oi].val = ORDER_PLACED  # a redelivery of this event is now a duplicate
-        if seen == ORDER_TOMBSTONE:
-            return CLOSED
-        if r.static_outcome >= 0:
-            return r.static_outcome
-        cdef Py_ssize_t row = r.row
-        cdef Py_ssize_t b = -1
-        cdef uint64_t pi = 0
-        if self.cap or self.region_cap:
-            b = self._bene_find(r.wfp, r.wfp2)
-            if self.cap and b >= 0 and self.held[b] >= self.cap:
-                return BENEFICIARY_CAP
-            if self.region_cap and b >= 0:
-                pi = self._pair_slot(b, row)
-                if self.pvals[pi] != 0 and self.pvals[pi] - 1 >= self.region_cap:
-                    return BENEFICIARY_REGION_CAP
-        cdef int32_t slot
-        cdef bint from_heap = self.releases and self.heap_len[row] > 0
-        if from_heap:
-            slot = self.heap[self.heap_off[row]]
-        elif self.used[row] < self.slots[row]:
-            slot = self.used[row] + 1
-        else:
-            return SOLD_OUT
-        cdef int32_t points = self._points_for(row, slot)
-        if self.budget and h.awarded_points + points > self.budget:
-            return BUDGET_EXHAUSTED  # the slot is not consumed
-
-        if from_heap:
-            self._heap_pop(row)
-        else:
-            self.used[row] += 1
-        if b < 0:
-            b = self._bene_intern(r)
-        cdef Py_ssize_t c = h.n_claims
+    cdef Py_ssize_t new_claim(self, rc_rec *r) except -1:
+        cdef Py_ssize_t c = self.h.n_claims
         self.c_ooff[c] = self._arena_put(r.order, &self.c_olen[c])
-        self.c_row[c] = <int32_t> row
-        self.c_slot[c] = slot
-        self.c_points[c] = points
-        self.c_bene[c] = <int32_t> b
-        self.c_ts[c] = r.ts
-        self.c_state[c] = CONFIRMED_STATE if self.settle_placed else PENDING
-        h.n_claims = c + 1
-        self.orders[oi].val = <int32_t> (c + 1)
-        self.taken[row] += 1
-        h.awarded_points += points
-        self.held[b] += 1
-        if self.region_cap:
-            pi = self._pair_slot(b, row)
-            if self.pvals[pi] == 0:
-                self.pkeys[pi] = ((<int64_t> b) << 32) | row
-                self.pvals[pi] = 1
-                h.n_pairs += 1
-            self.pvals[pi] += 1
-        if self.settle_placed:
-            self.confirmed[b] += points
-        else:
-            self.pending[b] += points
-        out_slot[0] = slot
-        out_points[0] = points
-        return AWARDED
+        return c
 
-    cdef int _closed(self, rc_rec *r, int32_t *out_slot, int32_t *out_points) except -1:
-        cdef uint64_t oi = rc_fp_probe(self.orders, self.omask, r.fp, r.fp2)
-        cdef int32_t v = self.orders[oi].val
-        if v == 0:
-            self.orders[oi].fp = r.fp
-            self.orders[oi].fp2 = r.fp2
-            self.orders[oi].val = ORDER_TOMBSTONE
-            self.h.n_orders += 1
-            return TOMBSTONED
-        if v <= 0 or self.c_state[v - 1] == REVOKED_STATE:
-            return UNCHANGED
-        cdef Py_ssize_t c = v - 1
-        cdef Py_ssize_t b = self.c_bene[c]
-        cdef Py_ssize_t row = self.c_row[c]
-        cdef int32_t points = self.c_points[c]
-        if self.c_state[c] == CONFIRMED_STATE:
-            self.confirmed[b] -= points
-        else:
-            self.pending[b] -= points
-        self.c_state[c] = REVOKED_STATE
-        self.h.awarded_points -= points
-        self.held[b] -= 1
-        self.taken[row] -= 1
-        if self.region_cap:
-            self.pvals[self._pair_slot(b, row)] -= 1
-        if self.releases:
-            self._heap_push(row, self.c_slot[c])
-        out_slot[0] = self.c_slot[c]
-        out_points[0] = points
-        return REVOKED
-
-    cdef int _completed(self, rc_rec *r, int32_t *out_slot, int32_t *out_points) except -1:
-        cdef int32_t v = self.orders[rc_fp_probe(self.orders, self.omask, r.fp, r.fp2)].val
-        if v <= 0 or self.c_state[v - 1] != PENDING:
-            return UNCHANGED
-        cdef Py_ssize_t c = v - 1
-        cdef Py_ssize_t b = self.c_bene[c]
-        self.c_state[c] = CONFIRMED_STATE
-        self.pending[b] -= self.c_points[c]
-        self.confirmed[b] += self.c_points[c]
-        out_slot[0] = self.c_slot[c]
-        out_points[0] = self.c_points[c]
-        return CONFIRMED
-
-    cdef int _redeem(self, rc_rec *r, int32_t *out_points) except -1:
+    cdef int redeem(self, rc_rec *r, int32_t *out_points) except -1:
         cdef uint64_t ri = rc_fp_probe(self.rtab, self.rtmask, r.fp, r.fp2)
         cdef Py_ssize_t k
         if self.rtab[ri].val != 0:
@@ -843,30 +551,10 @@ cdef class ShmCore:
                 raise StateError("two redemption ids share a 96-bit fingerprint")
             out_points[0] = <int32_t> self.r_cost[k]
             return self.r_outcome[k]
-        ev = <object> r.event
-        cdef int outcome
-        cdef int64_t cost = 0
-        cdef Py_ssize_t b = -1
-        p = self.prize_index.get(ev.prize)
-        if p is None:
-            outcome = UNKNOWN_PRIZE
-        else:
-            cost = self.prize_costs[p] * ev.qty
-            who = ev.beneficiary
-            if PyUnicode_CheckExact(<PyObject *> who):
-                b = self._find_name(who)
-            available = self.confirmed[b] - self.redeemed[b] if b >= 0 else 0
-            if available < cost:
-                outcome = INSUFFICIENT_POINTS
-                cost = 0
-            elif self.stock[p] < ev.qty:
-                outcome = OUT_OF_STOCK
-                cost = 0
-            else:
-                self.stock[p] -= ev.qty
-                if b >= 0:
-                    self.redeemed[b] += cost
-                outcome = REDEEMED
+        cdef int64_t cost
+        cdef int outcome = rc_redeem_rule(&self.s, rc_find_name(&self.s, <object> r.who),
+                                          self.prize_index.get(<object> r.prize, -1), r.qty,
+                                          &cost)
         k = self.h.n_red
         self.r_idoff[k] = self._arena_put(r.order, &self.r_idlen[k])
         self.r_outcome[k] = outcome
@@ -878,15 +566,10 @@ cdef class ShmCore:
         out_points[0] = <int32_t> cost
         return outcome
 
-    def _find_name(self, str who):
-        cdef uint64_t fp
-        cdef uint32_t fp2
-        rc_hash_str(<PyObject *> who, &fp, &fp2)
-        return self._bene_find(fp, fp2)
-
     # -- views (the caller holds the lock, so they are consistent) -----------------------
     def claim_rows(self):
-        """(order_ids, region codes, slots, points, beneficiary names, state names, ts)."""
+        """(order_ids, region codes, slots, points, beneficiary names, state names, ts, rank,
+        settled_ts, revoked_ts)."""
         self._need_lock()
         cdef Py_ssize_t n = self.h.n_claims
         cdef Py_ssize_t c
@@ -895,12 +578,15 @@ cdef class ShmCore:
         rows = self._copy(A_C_ROW, n)
         return (
             orders,
-            self.a_codes[rows],
+            self.tables.codes[rows],
             self._copy(A_C_SLOT, n),
             self._copy(A_C_POINTS, n),
             [names[b] for b in self._copy(A_C_BENE, n).tolist()],
             [CLAIM_STATE_NAMES[s] for s in self._copy(A_C_STATE, n).tolist()],
             self._copy(A_C_TS, n),
+            self._copy(A_C_RANK, n),
+            self._copy(A_C_SETTLED, n),
+            self._copy(A_C_REVOKED, n),
         )
 
     cdef list _names(self):
@@ -917,10 +603,10 @@ cdef class ShmCore:
 
     def balance_of(self, str who):
         self._need_lock()
-        b = self._find_name(who)
+        b = rc_find_name(&self.s, who)
         if b < 0:
             return (0, 0, 0)
-        return (self.pending[b], self.confirmed[b], self.redeemed[b])
+        return (self.s.pending[b], self.s.confirmed[b], self.s.redeemed[b])
 
     def outcome_count_array(self):
         self._need_lock()
@@ -939,11 +625,12 @@ cdef class ShmCore:
     def region_counts(self, int64_t code):
         """(slots, taken, remaining) of a region, or None when it is not a reward region."""
         self._need_lock()
-        cdef Py_ssize_t row = self.rvals[rc_int_probe(self.rkeys, self.rvals, self.rmask, code)] - 1
+        cdef rc_core *s = &self.s
+        cdef Py_ssize_t row = rc_region_row(s, code)
         if row < 0:
             return None
-        free = self.slots[row] - self.used[row] + self.heap_len[row]
-        return (int(self.slots[row]), int(self.taken[row]), int(free))
+        free = s.slots[row] - s.used[row] + s.heap_len[row]
+        return (int(s.slots[row]), int(s.taken[row]), int(free))
 
     def counters(self):
         """Sizes and capacities (read without the lock: a monitoring view)."""
@@ -1036,7 +723,7 @@ cdef class ShmCore:
     cdef object _copy(self, int a, Py_ssize_t n):
         """A private copy of the first n items of array a."""
         dt = np.dtype(ARRAY_DTYPES[a])
-        words = 2 if a in (A_ORDERS, A_BTAB, A_RTAB) else 1
+        words = 2 if a in _TABLES else 1
         out = np.empty(n * words, dt)
         if n:
             memcpy(cnp.PyArray_DATA(out), self.base + self.h.off[a], n * ARRAY_ITEMS[a])
@@ -1108,17 +795,20 @@ cdef class ShmCore:
         cdef int a
         cdef cnp.ndarray src
         for a in range(N_ARRAYS):
-            if a in (A_ORDERS, A_BTAB, A_RTAB, A_PKEYS, A_PVALS):
+            if a in _TABLES:
                 continue
             src = np.ascontiguousarray(arrays[ARRAY_NAMES[a]], dtype=ARRAY_DTYPES[a])
             if src.nbytes > self._length(a) * ARRAY_ITEMS[a]:
                 raise CapacityError(f"saved array {ARRAY_NAMES[a]} does not fit the segment")
             memcpy(self.base + h.off[a], src.data, src.nbytes)
         # tables are re-inserted, so a segment of another size can take them
-        self._rehash_fp(arrays["orders"], self.orders, self.omask)
-        self._rehash_fp(arrays["btab"], self.btab, self.bmask)
-        self._rehash_fp(arrays["rtab"], self.rtab, self.rtmask)
-        self._rehash_pairs(arrays["pkeys"], arrays["pvals"])
+        # tables are re-inserted (after bfp, which pairs hash by), so a segment of another
+        # size can take them
+        _rehash_into(arrays["orders"], self.s.orders, self.s.omask)
+        _rehash_into(arrays["btab"], self.s.btab, self.s.bmask)
+        _rehash_into(arrays["rtab"], self.rtab, self.rtmask)
+        cdef cnp.ndarray pairs = np.ascontiguousarray(arrays["pairs"], dtype=np.uint64)
+        rc_rehash_pairs(&self.s, <rc_fpslot *> pairs.data, pairs.shape[0])
         h.n_orders = scalars["n_orders"]
         h.n_claims = scalars["n_claims"]
         h.n_bene = scalars["n_bene"]
@@ -1134,141 +824,8 @@ cdef class ShmCore:
         for a in range(parts):
             h.pos_off[a], h.pos_line[a], h.pos_crc[a] = pos[a]
 
-    cdef void _rehash_fp(self, object table, rc_fpslot *dst, uint64_t mask):
-        cdef cnp.ndarray src_arr = np.ascontiguousarray(table, dtype=np.uint64)
-        cdef rc_fpslot *src = <rc_fpslot *> src_arr.data
-        cdef Py_ssize_t i
-        for i in range(src_arr.shape[0]):
-            if src[i].val != 0:
-                dst[rc_fp_probe(dst, mask, src[i].fp, src[i].fp2)] = src[i]
-
-    cdef void _rehash_pairs(self, object keys, object vals):
-        cdef cnp.ndarray k_arr = np.ascontiguousarray(keys, dtype=np.int64)
-        cdef cnp.ndarray v_arr = np.ascontiguousarray(vals, dtype=np.int32)
-        cdef int64_t *k = <int64_t *> k_arr.data
-        cdef int32_t *v = <int32_t *> v_arr.data
-        cdef Py_ssize_t i
-        cdef uint64_t j
-        for i in range(k_arr.shape[0]):
-            if v[i] != 0:
-                j = rc_int_probe(self.pkeys, self.pvals, self.pmask, k[i])
-                self.pkeys[j] = k[i]
-                self.pvals[j] = v[i]
 
 
-# -- routing lines of a JSON-lines input to workers -------------------------------------
-def route(const uint8_t[::1] data, Py_ssize_t start, Py_ssize_t limit, int parts,
-          int workers, int worker, const int64_t[::1] skip, bytearray out,
-          int64_t[::1] offsets, int64_t[::1] lines, slow):
-    """Scan whole lines from `start` until `len(offsets)` are selected or `limit` is reached.
-
-    A line belongs to partition hash(order_id) % parts (0 when it has none) and the
-    partition to worker partition % workers; a line is selected when it is this worker's
-    and starts at or after skip[partition] (the part of the input already applied). The
-    selected lines are copied into `out`, each ending in a newline; their offsets go to
-    `offsets` and their line indexes (relative to `start`) to `lines`. `limit` must be the
-    end of the data or a point after which a line may be cut. `slow(line) -> partition`
-    answers for lines the scanner cannot route alone.
-
-    Returns (end, lines scanned, lines selected, bytes used in out).
-    """
-    cdef Py_ssize_t n = data.shape[0]
-    cdef const char *base = <const char *> &data[0] if n else NULL
-    cdef Py_ssize_t pos = start
-    cdef Py_ssize_t line_end, nxt, used = 0, scanned = 0, selected = 0
-    cdef Py_ssize_t room = len(out)
-    cdef Py_ssize_t target = min(offsets.shape[0], lines.shape[0])
-    cdef const char *nl
-    cdef const char *s
-    cdef size_t sn
-    cdef uint64_t lo
-    cdef uint32_t hi
-    cdef int rc, part
-    cdef bint at_data_end = limit >= n
-    cdef char *dst = out
-    if limit > n:
-        limit = n
-    while pos < limit and selected < target:
-        nl = <const char *> memchr(base + pos, b'\n', limit - pos)
-        if nl == NULL:
-            if not at_data_end:
-                break  # a cut line: the next call starts here
-            line_end = limit
-            nxt = limit
-        else:
-            line_end = nl - base
-            nxt = line_end + 1
-        if parts <= 1:
-            part = 0
-        else:
-            rc = rc_json_order_id(base + pos, base + line_end, &s, &sn)
-            if rc == RC_ROUTE_FOUND:
-                rc_hash_bytes(s, sn, 0, &lo, &hi)
-                part = <int> (((lo >> 32) * <uint64_t> parts) >> 32)
-            elif rc == RC_ROUTE_SLOW:
-                part = slow((base + pos)[:line_end - pos])
-            else:
-                part = 0
-        if part % workers == worker and pos >= skip[part]:
-            if used + (line_end - pos) + 1 > room:
-                break  # out is full; the caller gives a larger buffer next time
-            memcpy(dst + used, base + pos, line_end - pos)
-            used += line_end - pos
-            dst[used] = b'\n'
-            used += 1
-            offsets[selected] = pos
-            lines[selected] = scanned
-            selected += 1
-        scanned += 1
-        pos = nxt
-    return pos, scanned, selected, used
-
-
-def lines_end(const uint8_t[::1] data, Py_ssize_t start, Py_ssize_t limit, Py_ssize_t target):
-    """(end, lines): the end of the first `target` whole lines from `start`, or of the last
-    whole line before `limit` (the data's end counts as a line end)."""
-    cdef Py_ssize_t n = data.shape[0]
-    cdef const char *base = <const char *> &data[0] if n else NULL
-    cdef const char *nl
-    cdef Py_ssize_t pos = start, lines = 0
-    if limit > n:
-        limit = n
-    while pos < limit and lines < target:
-        nl = <const char *> memchr(base + pos, b'\n', limit - pos)
-        if nl == NULL:
-            if limit == n:
-                pos = n
-                lines += 1
-            break
-        pos = nl - base + 1
-        lines += 1
-    return pos, lines
-
-
-def hash_probe():
-    """The fingerprint of a fixed string: saved state records it, so a build whose hash
-    differs (and would not find any saved order again) refuses that state."""
-    cdef uint64_t lo
-    cdef uint32_t hi
-    rc_hash_bytes(b"rewardcore hash probe", 21, 1, &lo, &hi)
-    return f"{lo:016x}{hi:08x}"
-
-
-def crc32c(const uint8_t[::1] data, uint32_t crc=0):
-    """CRC-32C of `data`, continuing `crc` (the checksum of replay positions)."""
-    cdef Py_ssize_t n = data.shape[0]
-    if n == 0:
-        return crc
-    with nogil:
-        crc = rc_crc32c(crc, &data[0], n)
-    return crc
-
-
-def route_hash(bytes order_id_utf8, int parts):
-    """The partition `route` gives an order id (for the slow path and for tests)."""
-    cdef uint64_t lo
-    cdef uint32_t hi
-    if parts <= 1:
-        return 0
-    rc_hash_bytes(<const char *> order_id_utf8, len(order_id_utf8), 0, &lo, &hi)
-    return <int> (((lo >> 32) * <uint64_t> parts) >> 32)
+cdef void _rehash_into(object table, rc_fpslot *dst, uint64_t mask):
+    cdef cnp.ndarray src = np.ascontiguousarray(table, dtype=np.uint64)
+    rc_rehash_fp(<rc_fpslot *> src.data, src.shape[0], dst, mask)

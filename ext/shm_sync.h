@@ -18,11 +18,11 @@
 #include <time.h>
 
 #define RC_SHM_MAGIC 0x31304d4853435252ULL /* "RRCSHM01" */
-#define RC_SHM_VERSION 1
+#define RC_SHM_VERSION 2
 #define RC_SHM_MAX_PIDS 128
 #define RC_SHM_MAX_PARTS 64
 #define RC_SHM_N_OUTCOMES 18
-#define RC_SHM_N_OFFSETS 32
+#define RC_SHM_N_OFFSETS 40
 
 typedef struct {
     uint64_t magic;

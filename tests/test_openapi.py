@@ -71,7 +71,7 @@ schema = schemathesis.openapi.from_dict(document())
 
 
 @schema.parametrize()
-@settings(max_examples=8, deadline=None, derandomize=True,
+@settings(max_examples=6, deadline=None, derandomize=True,
           suppress_health_check=list(HealthCheck))
 def test_every_operation_answers_as_described(case: Any, daemon: Daemon) -> None:
     case.call_and_validate(base_url=f"http://127.0.0.1:{daemon.port}",

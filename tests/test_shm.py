@@ -20,7 +20,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from rewardcore import BackendError, Campaign, ConfigError, _shm, load_campaign, open_engine
+from rewardcore import BackendError, Campaign, ConfigError, _scan, _shm, load_campaign, open_engine
 from rewardcore.backends.shm import SHM_DIR, list_segments, remove_segment, segment_info
 from rewardcore.cli import main
 from rewardcore.outcomes import Outcome
@@ -359,7 +359,7 @@ def test_routing_sends_every_form_of_an_order_id_to_one_partition(parts):
     for worker in range(parts):
         out = bytearray(len(data) + 1)
         offs, idxs = np.zeros(100, np.int64), np.zeros(100, np.int64)
-        end, scanned, n, used = _shm.route(data, 0, len(data), parts, parts, worker,
+        end, scanned, n, used = _scan.route(data, 0, len(data), parts, parts, worker,
                                            np.zeros(parts, np.int64), out, offs, idxs, slow)
         assert end == len(data) and scanned == len(ROUTE_LINES)
         idxs = idxs[:n].tolist()
@@ -371,7 +371,7 @@ def test_routing_sends_every_form_of_an_order_id_to_one_partition(parts):
             got[i] = worker
     assert sorted(got) == list(range(len(ROUTE_LINES)))
     for i, (_, oid) in enumerate(ROUTE_LINES):
-        want = 0 if oid is None else _shm.route_hash(oid.encode(), parts)
+        want = 0 if oid is None else _scan.route_hash(oid.encode(), parts)
         assert got[i] == want, ROUTE_LINES[i][0]
     # only escapes, repeated keys and a non-string order id needed decoding
     assert len(slow_calls) == 7 * parts
@@ -383,20 +383,20 @@ def test_routing_skips_what_was_applied_and_stops_at_a_cut_line():
     data = b'{"order_id":"a"}\n{"order_id":"b"}\n{"order_id":"c"}\n{"order_id":"d'
     out = bytearray(len(data) + 1)
     offs, idxs = np.zeros(10, np.int64), np.zeros(10, np.int64)
-    end, scanned, n, used = _shm.route(data, 0, 40, 1, 1, 0, np.array([17], np.int64), out,
+    end, scanned, n, used = _scan.route(data, 0, 40, 1, 1, 0, np.array([17], np.int64), out,
                                        offs, idxs, None)
     # line 1 was applied before (skip), line 3 is cut at the limit
     assert (end, scanned, offs[:n].tolist(), idxs[:n].tolist()) == (34, 2, [17], [1])
-    end, scanned, n, used = _shm.route(data, 34, len(data), 1, 1, 0, np.zeros(1, np.int64),
+    end, scanned, n, used = _scan.route(data, 34, len(data), 1, 1, 0, np.zeros(1, np.int64),
                                        out, offs, idxs, None)
     assert (end, scanned, out[:used]) == (len(data), 2, data[34:] + b"\n")
     # stops when the output arrays are full
-    end, scanned, n, used = _shm.route(data, 0, len(data), 1, 1, 0, np.zeros(1, np.int64),
+    end, scanned, n, used = _scan.route(data, 0, len(data), 1, 1, 0, np.zeros(1, np.int64),
                                        out, offs[:1], idxs, None)
     assert (end, scanned, n) == (17, 1, 1)
-    assert _shm.lines_end(data, 0, len(data), 2) == (34, 2)
-    assert _shm.lines_end(data, 0, 40, 5) == (34, 2)  # the third line is cut at 40
-    assert _shm.lines_end(data, 34, len(data), 5) == (len(data), 2)  # the data's end ends one
+    assert _scan.lines_end(data, 0, len(data), 2) == (34, 2)
+    assert _scan.lines_end(data, 0, 40, 5) == (34, 2)  # the third line is cut at 40
+    assert _scan.lines_end(data, 34, len(data), 5) == (len(data), 2)  # the data's end ends one
 
 
 # -- several workers on hot regions ----------------------------------------------------------

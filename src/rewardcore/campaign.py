@@ -15,6 +15,7 @@ import msgspec
 import numpy as np
 
 from .errors import ConfigError
+from .outcomes import Outcome
 
 NonNeg = Annotated[int, msgspec.Meta(ge=0, le=2**62)]
 Positive = Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
@@ -138,6 +139,19 @@ class Campaign:
     @property
     def total_slots(self) -> int:
         return int(self.region_slots.sum())
+
+    def placed_outcome(self, ts: int, region: int, paid_cents: int) -> Outcome | None:
+        """Checks 3-5 of DESIGN.md, the ones that need no state, in their order: the outcome
+        when a placed order is outside the window, not in a reward region or below the
+        minimum paid; None when it goes on to the caps and slot choice. (The compiled engines
+        make the same checks in C: rc_prepare_placed in ext/rc_rules.pxi.)"""
+        if not self.starts_ms <= ts < self.ends_ms:
+            return Outcome.OUTSIDE_WINDOW
+        if region not in self.region_by_code:
+            return Outcome.NO_REWARD_REGION
+        if paid_cents < self.info.min_paid_cents:
+            return Outcome.BELOW_MIN_PAID
+        return None
 
     def max_awardable_points(self) -> int:
         """Points awarded if every slot of every region is taken once."""

@@ -43,6 +43,13 @@ class Claim(msgspec.Struct, frozen=True):
     revoked_ts: int = 0
 
 
+def claims_from_rows(rows: Sequence[Any]) -> list[Claim]:
+    """Claims from a compiled core's claim_rows() columns (lists or numpy arrays, in the
+    order of Claim's fields)."""
+    columns = [c.tolist() if isinstance(c, np.ndarray) else c for c in rows]
+    return [Claim(*row) for row in zip(*columns, strict=True)]
+
+
 class Balance(msgspec.Struct, frozen=True):
     pending: int = 0
     confirmed: int = 0

@@ -13,7 +13,16 @@ import numpy as np
 from .._engine import MemoryCore
 from .._url import BackendURL
 from ..campaign import Campaign
-from ..engine import CLAIM_STATES, Balance, Claim, Decisions, Engine, RegionStatus, Summary
+from ..engine import (
+    CLAIM_STATES,
+    Balance,
+    Claim,
+    Decisions,
+    Engine,
+    RegionStatus,
+    Summary,
+    claims_from_rows,
+)
 from ..events import Event
 from ..outcomes import Outcome
 
@@ -52,10 +61,7 @@ class MemoryEngine(Engine):
 
     # -- views ------------------------------------------------------------------------------
     def claims(self) -> list[Claim]:
-        orders, regions, slots, points, who, states, ts = self.core.claim_rows()
-        columns = (orders, regions.tolist(), slots.tolist(), points.tolist(), who, states,
-                   ts.tolist())
-        return [Claim(*row) for row in zip(*columns, strict=True)]
+        return claims_from_rows(self.core.claim_rows())
 
     def balances(self) -> dict[str, Balance]:
         names, pending, confirmed, redeemed = self.core.balance_rows()

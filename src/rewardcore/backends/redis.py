@@ -25,13 +25,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
 
+from .. import _redis_wire as W
 from .._url import redact_url
 from ..campaign import Campaign
 from ..engine import Balance, Claim, Decisions, Engine, RegionStatus, Summary
 from ..errors import BackendError, ConfigError
 from ..events import Closed, Completed, Event, Placed, validate_batch
 from ..outcomes import Outcome
-from . import redis_wire as W
 from .redis_nodes import Nodes
 
 try:
@@ -48,8 +48,6 @@ _CLAIM_STATE = {"p": "pending", "c": "confirmed", "r": "revoked"}
 _CLAIM_FIELDS = set(Claim.__struct_fields__)
 
 DUPLICATE = int(Outcome.DUPLICATE)
-OUTSIDE_WINDOW, NO_REWARD_REGION = int(Outcome.OUTSIDE_WINDOW), int(Outcome.NO_REWARD_REGION)
-BELOW_MIN_PAID = int(Outcome.BELOW_MIN_PAID)
 NEW_CANDIDATE, CORE_PLACED = W.NEW_CANDIDATE, W.CORE_PLACED
 _PLACED_CODES = {str(int(o)) for o in Outcome if o <= Outcome.BUDGET_EXHAUSTED}
 
@@ -192,8 +190,6 @@ class RedisEngine(Engine):
                       hi: int) -> tuple[list[list[Any]], list[int], list[int]]:
         """The bucket step's items (the plain-Python twin of _redis_batch.bucket_items)."""
         c = self.campaign
-        starts, ends, min_paid = c.starts_ms, c.ends_ms, c.info.min_paid_cents
-        regions = self._region_args
         nb = self.n_buckets
         crc = zlib.crc32
         args: list[list[Any]] = [[] for _ in range(nb)]
@@ -203,14 +199,8 @@ class RedisEngine(Engine):
             ev = events[i]
             t = type(ev)
             if t is Placed:
-                if not starts <= ev.ts < ends:
-                    arg = OUTSIDE_WINDOW
-                elif ev.region not in regions:
-                    arg = NO_REWARD_REGION
-                elif ev.paid_cents < min_paid:
-                    arg = BELOW_MIN_PAID
-                else:
-                    arg = NEW_CANDIDATE
+                refused = c.placed_outcome(ev.ts, ev.region, ev.paid_cents)
+                arg = NEW_CANDIDATE if refused is None else int(refused)
                 kind = W.BUCKET_PLACED
             elif t is Closed:
                 kind, arg = W.BUCKET_CLOSED, 0

@@ -87,13 +87,10 @@ class ReferenceEngine(Engine):
         self._orders[e.order_id] = _PLACED  # a redelivery of this event is now a duplicate
         if seen == _TOMBSTONE:
             return Outcome.CLOSED, 0, 0, 0
-        if not c.starts_ms <= e.ts < c.ends_ms:
-            return Outcome.OUTSIDE_WINDOW, 0, 0, 0
-        region = c.region_by_code.get(e.region)
-        if region is None:
-            return Outcome.NO_REWARD_REGION, 0, 0, 0
-        if e.paid_cents < c.info.min_paid_cents:
-            return Outcome.BELOW_MIN_PAID, 0, 0, 0
+        refused = c.placed_outcome(e.ts, e.region, e.paid_cents)  # window, region, min paid
+        if refused is not None:
+            return refused, 0, 0, 0
+        region = c.region_by_code[e.region]
         who = e.merchant_id if c.pays_merchant else e.agent_id
         cap = c.info.max_claims_per_beneficiary
         if cap and self._held[who] >= cap:

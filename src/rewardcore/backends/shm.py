@@ -64,6 +64,7 @@ from ..engine import (
     RegionStatus,
     Resumable,
     Summary,
+    claims_from_rows,
 )
 from ..errors import BackendError, ConfigError
 from ..events import Event
@@ -486,13 +487,8 @@ class ShmEngine(Resumable, Engine):
     # -- views ------------------------------------------------------------------------------
     def claims(self) -> list[Claim]:
         with self._locked():
-            orders, regions, slots, points, who, states, ts = self.core.claim_rows()
-        return [
-            Claim(o, r, s, p, w, st, t)
-            for o, r, s, p, w, st, t in zip(orders, regions.tolist(), slots.tolist(),
-                                            points.tolist(), who, states, ts.tolist(),
-                                            strict=True)
-        ]
+            rows = self.core.claim_rows()
+        return claims_from_rows(rows)
 
     def balances(self) -> dict[str, Balance]:
         with self._locked():

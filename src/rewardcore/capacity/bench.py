@@ -187,9 +187,7 @@ class Bench:
             for batch in self.batches:
                 for ev in batch:
                     if (type(ev) is Placed and ev.order_id not in seen
-                            and c.starts_ms <= ev.ts < c.ends_ms
-                            and ev.region in c.region_by_code
-                            and ev.paid_cents >= c.info.min_paid_cents):
+                            and c.placed_outcome(ev.ts, ev.region, ev.paid_cents) is None):
                         seen.add(ev.order_id)
                         picked.append(ev)
                 if len(picked) >= self.args.redis_orders:

@@ -22,14 +22,14 @@ from typing import BinaryIO
 import msgspec
 import numpy as np
 
-from .. import _shm as _scan
+from .. import _scan, _shm
 from .._url import BackendURL
 from ..codec import DeadLetter, decode_jsonl
 from ..errors import RewardcoreError
 from ..events import Event
 
-#: Most partitions (and so workers) a replay can route to.
-MAX_PARTS: int = _scan.MAX_PARTS
+#: Most partitions (and so workers) a replay can route to (a segment keeps a position each).
+MAX_PARTS: int = _shm.MAX_PARTS
 #: Bytes scanned per step at least.
 BLOCK = 1 << 20
 #: Bytes per event guessed from a file's size: a placed event is ~150 bytes, others ~60.

@@ -28,7 +28,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from .. import _shm
+from .. import _scan
 from ..campaign import Campaign
 from ..engine import Position
 from ..errors import BackendError, ConfigError
@@ -258,7 +258,7 @@ class DurableLog:
             self._check_meta(meta.get("owner_kind"), meta.get("campaign_fp"),
                              meta.get("campaign_id"), self._snap_path(base_gen))
             where = self._snap_path(base_gen)
-            if meta.get("hash") != _shm.hash_probe():
+            if meta.get("hash") != _scan.hash_probe():
                 raise BackendError(f"{where}: written by a build whose order-id hash differs; "
                                    "this build cannot read its tables")
             try:
@@ -464,7 +464,7 @@ class DurableLog:
     def snapshot_meta(self, gen: int, seq: int) -> dict[str, Any]:
         return {"format": 1, "gen": gen, "seq": seq, "owner_kind": self.owner.split(":")[0],
                 "owner": self.owner, "campaign_fp": self.campaign_fp,
-                "campaign_id": self.campaign.id, "hash": _shm.hash_probe(),
+                "campaign_id": self.campaign.id, "hash": _scan.hash_probe(),
                 "written": time.time()}
 
     def save_snapshot(self, gen: int, seq: int, arrays: dict[str, np.ndarray],

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from .. import _shm
+from .. import _scan
 from ..codec import decode_jsonl
 from ..engine import Position
 from ..errors import BackendError
@@ -111,7 +111,7 @@ def decode_record(payload: bytes) -> tuple[Position | None, list[Event]]:
 
 def _checksum(payload: bytes, seq: int) -> int:
     # CRC-32C (the SSE4.2 instruction, several GB/s) of the payload, then of the sequence
-    return _shm.crc32c(seq.to_bytes(8, "little"), _shm.crc32c(payload))
+    return _scan.crc32c(seq.to_bytes(8, "little"), _scan.crc32c(payload))
 
 
 def record_header(payload: bytes, seq: int) -> bytes:

@@ -1,0 +1,139 @@
+# cython: language_level=3
+"""Scanning JSON-lines input (the CLI's replay, the durable log): routing lines to workers by
+order id, finding line ends, CRC-32C checksums, the hash probe saved state records. Its own
+small module: the durable code and the shared-memory engine both use it."""
+
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.string cimport memchr, memcpy
+
+from rc_common cimport rc_hash_bytes
+
+
+cdef extern from "shm_route.h":
+    enum:
+        RC_ROUTE_NONE
+        RC_ROUTE_FOUND
+        RC_ROUTE_SLOW
+    int rc_json_order_id(const char *p, const char *end, const char **s, size_t *n) nogil
+
+
+cdef extern from "shm_crc.h":
+    uint32_t rc_crc32c(uint32_t crc, const void *data, size_t n) nogil
+
+
+# -- routing lines of a JSON-lines input to workers -------------------------------------
+def route(const uint8_t[::1] data, Py_ssize_t start, Py_ssize_t limit, int parts,
+          int workers, int worker, const int64_t[::1] skip, bytearray out,
+          int64_t[::1] offsets, int64_t[::1] lines, slow):
+    """Scan whole lines from `start` until `len(offsets)` are selected or `limit` is reached.
+
+    A line belongs to partition hash(order_id) % parts (0 when it has none) and the
+    partition to worker partition % workers; a line is selected when it is this worker's
+    and starts at or after skip[partition] (the part of the input already applied). The
+    selected lines are copied into `out`, each ending in a newline; their offsets go to
+    `offsets` and their line indexes (relative to `start`) to `lines`. `limit` must be the
+    end of the data or a point after which a line may be cut. `slow(line) -> partition`
+    answers for lines the scanner cannot route alone.
+
+    Returns (end, lines scanned, lines selected, bytes used in out).
+    """
+    cdef Py_ssize_t n = data.shape[0]
+    cdef const char *base = <const char *> &data[0] if n else NULL
+    cdef Py_ssize_t pos = start
+    cdef Py_ssize_t line_end, nxt, used = 0, scanned = 0, selected = 0
+    cdef Py_ssize_t room = len(out)
+    cdef Py_ssize_t target = min(offsets.shape[0], lines.shape[0])
+    cdef const char *nl
+    cdef const char *s
+    cdef size_t sn
+    cdef uint64_t lo
+    cdef uint32_t hi
+    cdef int rc, part
+    cdef bint at_data_end = limit >= n
+    cdef char *dst = out
+    if limit > n:
+        limit = n
+    while pos < limit and selected < target:
+        nl = <const char *> memchr(base + pos, b'\n', limit - pos)
+        if nl == NULL:
+            if not at_data_end:
+                break  # a cut line: the next call starts here
+            line_end = limit
+            nxt = limit
+        else:
+            line_end = nl - base
+            nxt = line_end + 1
+        if parts <= 1:
+            part = 0
+        else:
+            rc = rc_json_order_id(base + pos, base + line_end, &s, &sn)
+            if rc == RC_ROUTE_FOUND:
+                rc_hash_bytes(s, sn, 0, &lo, &hi)
+                part = <int> (((lo >> 32) * <uint64_t> parts) >> 32)
+            elif rc == RC_ROUTE_SLOW:
+                part = slow((base + pos)[:line_end - pos])
+            else:
+                part = 0
+        if part % workers == worker and pos >= skip[part]:
+            if used + (line_end - pos) + 1 > room:
+                break  # out is full; the caller gives a larger buffer next time
+            memcpy(dst + used, base + pos, line_end - pos)
+            used += line_end - pos
+            dst[used] = b'\n'
+            used += 1
+            offsets[selected] = pos
+            lines[selected] = scanned
+            selected += 1
+        scanned += 1
+        pos = nxt
+    return pos, scanned, selected, used
+
+
+def lines_end(const uint8_t[::1] data, Py_ssize_t start, Py_ssize_t limit, Py_ssize_t target):
+    """(end, lines): the end of the first `target` whole lines from `start`, or of the last
+    whole line before `limit` (the data's end counts as a line end)."""
+    cdef Py_ssize_t n = data.shape[0]
+    cdef const char *base = <const char *> &data[0] if n else NULL
+    cdef const char *nl
+    cdef Py_ssize_t pos = start, lines = 0
+    if limit > n:
+        limit = n
+    while pos < limit and lines < target:
+        nl = <const char *> memchr(base + pos, b'\n', limit - pos)
+        if nl == NULL:
+            if limit == n:
+                pos = n
+                lines += 1
+            break
+        pos = nl - base + 1
+        lines += 1
+    return pos, lines
+
+
+def hash_probe():
+    """The fingerprint of a fixed string: saved state records it, so a build whose hash
+    differs (and would not find any saved order again) refuses that state."""
+    cdef uint64_t lo
+    cdef uint32_t hi
+    rc_hash_bytes(b"rewardcore hash probe", 21, 1, &lo, &hi)
+    return f"{lo:016x}{hi:08x}"
+
+
+def crc32c(const uint8_t[::1] data, uint32_t crc=0):
+    """CRC-32C of `data`, continuing `crc` (the checksum of replay positions)."""
+    cdef Py_ssize_t n = data.shape[0]
+    if n == 0:
+        return crc
+    with nogil:
+        crc = rc_crc32c(crc, &data[0], n)
+    return crc
+
+
+def route_hash(bytes order_id_utf8, int parts):
+    """The partition `route` gives an order id (for the slow path and for tests)."""
+    cdef uint64_t lo
+    cdef uint32_t hi
+    if parts <= 1:
+        return 0
+    rc_hash_bytes(<const char *> order_id_utf8, len(order_id_utf8), 0, &lo, &hi)
+    return <int> (((lo >> 32) * <uint64_t> parts) >> 32)
