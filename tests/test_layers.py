@@ -16,7 +16,7 @@ LAYERS: list[set[str]] = [
     {"errors", "outcomes", "_files", "progress", "console"},
     {"_url", "events", "campaign", "examples"},
     {"codec", "traffic"},
-    {"engine", "_engine", "_shm"},  # the compiled cores import rewardcore.errors only
+    {"engine", "_engine", "_shm", "_scan", "_redis_batch"},  # compiled: import rewardcore.errors only
     {"storage"},
     {"backends", "winners", "redis_servers"},
     {"rewardcore", "aio"},  # the package's public face and the asyncio wrapper
