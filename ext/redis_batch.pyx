@@ -20,7 +20,7 @@ from rc_common cimport *  # ext/rc_common.pxd: hash tables, int reads, outcome c
 
 include "rc_read.pxi"  # pass one: reading and checking event fields
 
-from rewardcore.backends import redis_wire as W
+from rewardcore import _redis_wire as W
 
 cdef extern from "Python.h":
     const char *PyUnicode_AsUTF8AndSize(object s, Py_ssize_t *size) except NULL

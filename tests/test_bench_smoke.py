@@ -73,15 +73,20 @@ def test_redis_cluster_and_other_backends_rows(tmp_path: Path) -> None:
                        "--only", "redis,cluster,shm,durable")
     rows = {r["name"]: r for r in report["rows"]}
     for label in ("redis engine, 1 redis-server", "redis engine, 3-master cluster"):
-        open_row, sold = rows[f"{label}: claims, open regions"], rows[f"{label}: claims, sold out"]
-        _measured(open_row)
-        _measured(sold)
-        assert open_row["events"] == sold["events"] == 400
+        open_row = rows[f"{label}: claims, open regions, no caps"]
+        capped = rows[f"{label}: claims, example caps and budget"]
+        sold = rows[f"{label}: orders into sold-out regions"]
+        replay = rows[f"{label}: replay of generated traffic"]
+        for r in (open_row, capped, sold, replay):
+            _measured(r)
+            assert "script calls/batch" in r["note"] and "us server CPU/event" in r["note"], r
+        assert open_row["events"] == sold["events"] == capped["events"] == 400
         assert open_row["note"].startswith("awarded 100%"), open_row
         assert "sold_out" in sold["note"], sold
-        assert open_row["goal"] == 1.0 and sold["goal"] == 0.8
-    for name in ("memory engine: claims, open regions", "memory engine: claims, sold out",
-                 "redis-benchmark -P 64 -t incr, 1 redis-server",
+        assert [r["goal"] for r in (open_row, capped, sold, replay)] == [0.10, 0.05, 0.20, 0.12]
+    assert "per master" in rows["redis engine, 3-master cluster: replay of generated traffic"][
+        "note"]
+    for name in ("redis-benchmark -P 64 -t incr, 1 redis-server",
                  "redis-benchmark -P 64 -t incr, 3-master cluster"):
         _measured(rows[name])
     # a backend is skipped only when it is really missing, and the row says so

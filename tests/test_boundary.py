@@ -151,7 +151,7 @@ def test_a_redis_replay_is_the_same_with_and_without_workers(tmp_path, events, r
     path = tmp_path / "events.jsonl"
     path.write_bytes(events)
     states = {}
-    for label, url, extra in [("memory", "memory://", ()),
+    for label, url, extra in [("reference", "reference://", ()),
                               ("redis", f"{redis_url}?prefix=one", ()),
                               ("redis, 1 worker", f"{redis_url}?prefix=w1", ("--workers", "1")),
                               ("redis, 2 workers", f"{redis_url}?prefix=w2", ("--workers", "2"))]:
@@ -161,11 +161,11 @@ def test_a_redis_replay_is_the_same_with_and_without_workers(tmp_path, events, r
         assert res.returncode == 0, res.stderr
         assert (b"(2 workers)" in res.stderr) == (label == "redis, 2 workers")
         states[label] = orjson.loads(out.read_bytes())
-    # one worker replays in input order: exactly the in-process result
-    assert states["redis"] == states["redis, 1 worker"] == states["memory"]
+    # one worker replays in input order: exactly the reference's result
+    assert states["redis"] == states["redis, 1 worker"] == states["reference"]
     # two workers split the input by order: every order's claim is decided once
     two = states["redis, 2 workers"]
-    assert sum(two["outcomes"].values()) == sum(states["memory"]["outcomes"].values())
+    assert sum(two["outcomes"].values()) == sum(states["reference"]["outcomes"].values())
 
 
 def test_stdin_streams_into_an_in_process_engine_and_is_kept_for_a_resumable_one(tmp_path,

@@ -15,11 +15,11 @@ TARGET = ROOT / "src" / "rewardcore" / "lua" / "_constants.lua"
 
 def render() -> str:
     sys.path.insert(0, str(ROOT / "src"))
-    from rewardcore.backends.redis_wire import WIRE
+    from rewardcore._redis_wire import WIRE
     from rewardcore.outcomes import Outcome
 
     lines = ["-- GENERATED FROM src/rewardcore/outcomes.py and "
-             "src/rewardcore/backends/redis_wire.py, DO NOT EDIT.",
+             "src/rewardcore/_redis_wire.py, DO NOT EDIT.",
              "-- Regenerate with: python tools/gen_lua_constants.py", ""]
     lines += [f"local {o.name} = {int(o)}" for o in Outcome]
     lines.append("")

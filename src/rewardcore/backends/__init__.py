@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import importlib
 import os
-from urllib.parse import urlsplit
 
-from .._url import redact_url
+from .._url import BackendURL, redact_url
 from ..campaign import Campaign, load_campaign
 from ..engine import Engine
 from ..errors import ConfigError
@@ -52,7 +51,7 @@ def backend_schemes() -> list[str]:
 
 def engine_class(url: str) -> type[Engine]:
     """The engine class a backend URL names (imported on first use)."""
-    parts = urlsplit(url) if "://" in url else None
+    parts = BackendURL(url) if "://" in url else None
     scheme = parts.scheme if parts is not None else ""
     target = _BACKENDS.get(scheme)
     if target is None:
@@ -60,7 +59,7 @@ def engine_class(url: str) -> type[Engine]:
             f"backend URL {redact_url(url)!r}: unknown scheme {scheme!r}; "
             f"expected one of {', '.join(s + '://' for s in backend_schemes())}"
         )
-    if parts is not None and not parts.netloc and parts.path not in ("", "/"):
+    if parts is not None and not parts.netloc and parts.has_path:
         target = _WITH_PATH.get(scheme, target)
     module, _, name = target.partition(":")
     return getattr(importlib.import_module(module), name)

@@ -25,13 +25,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
 
+from .. import _redis_wire as W
 from .._url import redact_url
 from ..campaign import Campaign
 from ..engine import Balance, Claim, Decisions, Engine, RegionStatus, Summary
 from ..errors import BackendError, ConfigError
 from ..events import Closed, Completed, Event, Placed, validate_batch
 from ..outcomes import Outcome
-from . import redis_wire as W
 from .redis_nodes import Nodes
 
 try:

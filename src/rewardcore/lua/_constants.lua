@@ -1,4 +1,4 @@
--- GENERATED FROM src/rewardcore/outcomes.py and src/rewardcore/backends/redis_wire.py, DO NOT EDIT.
+-- GENERATED FROM src/rewardcore/outcomes.py and src/rewardcore/_redis_wire.py, DO NOT EDIT.
 -- Regenerate with: python tools/gen_lua_constants.py
 
 local AWARDED = 0

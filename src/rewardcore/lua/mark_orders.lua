@@ -4,7 +4,7 @@
 -- core (window, region, min paid), and which core call a candidate was sent to. Every
 -- read comes before the first write, so a refused or failed call changes nothing.
 --
--- KEYS[1] order records (hash order id -> record, see REC_* in redis_wire.py):
+-- KEYS[1] order records (hash order id -> record, see REC_* in rewardcore/_redis_wire.py):
 --         "T" tombstone, "E<ts>" completed early, "-" decided here,
 --         "R<call id>" or "R<call id>=<early ts>" sent to the core in that call
 -- KEYS[2] outcome counts of placed events decided here (hash outcome code -> count)

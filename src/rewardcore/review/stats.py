@@ -200,8 +200,10 @@ def claim_series(campaign: Campaign, claims: Sequence[Claim], points: int = 200)
     rev_ts = np.sort(np.array([_revoked_at(c) or c.ts for c in claims if c.state == "revoked"],
                               dtype=np.int64))
     sold_at = np.sort(np.array(list(_sold_out(campaign, claims).values()), dtype=np.int64))
+    # orders are placed inside the window, but a close may come after it: the series runs on
+    # to the last revocation so that it ends where the state is
     last = max(int(ts[-1]), int(rev_ts[-1]) if len(rev_ts) else 0, campaign.starts_ms + 1)
-    edges = np.linspace(campaign.starts_ms, min(last, campaign.ends_ms), points)
+    edges = np.linspace(campaign.starts_ms, last, points)
     for edge in edges:
         n = int(np.searchsorted(ts, edge, side="right"))
         k = int(np.searchsorted(plus_ts, edge, side="right"))

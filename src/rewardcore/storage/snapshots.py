@@ -9,7 +9,7 @@ import os
 import struct
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import msgspec
 import numpy as np
@@ -74,34 +74,31 @@ def write_snapshot(path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarra
     return size
 
 
+def _read_head(f: BinaryIO, path: Path) -> dict[str, Any]:
+    if f.read(8) != _SNAP_MAGIC:
+        raise BackendError(f"{path}: not a rewardcore snapshot (bad magic)")
+    (n,) = _U32.unpack(f.read(4))
+    head = f.read(n)
+    (crc,) = _U32.unpack(f.read(4) or b"\0\0\0\0")
+    if len(head) != n or zlib.crc32(head) != crc:
+        raise BackendError(f"{path}: snapshot header is damaged (checksum mismatch)")
+    return msgspec.msgpack.decode(head)
+
+
 def read_snapshot_meta(path: Path) -> dict[str, Any]:
     """The meta of a snapshot (what `read_snapshot` returns first), without its arrays."""
     try:
         with open(path, "rb") as f:
-            if f.read(8) != _SNAP_MAGIC:
-                raise BackendError(f"{path}: not a rewardcore snapshot (bad magic)")
-            (n,) = _U32.unpack(f.read(4))
-            head = f.read(n)
-            (crc,) = _U32.unpack(f.read(4) or b"\0\0\0\0")
+            return _read_head(f, path)
     except (OSError, struct.error) as exc:
         raise BackendError(f"{path}: cannot read snapshot: {exc}") from None
-    if len(head) != n or zlib.crc32(head) != crc:
-        raise BackendError(f"{path}: snapshot header is damaged (checksum mismatch)")
-    return msgspec.msgpack.decode(head)
 
 
 def read_snapshot(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, Any]]:
     """(meta, arrays, scalars) of a snapshot; BackendError when it is damaged."""
     try:
         with open(path, "rb") as f:
-            if f.read(8) != _SNAP_MAGIC:
-                raise BackendError(f"{path}: not a rewardcore snapshot (bad magic)")
-            (n,) = _U32.unpack(f.read(4))
-            head = f.read(n)
-            (crc,) = _U32.unpack(f.read(4) or b"\0\0\0\0")
-            if len(head) != n or zlib.crc32(head) != crc:
-                raise BackendError(f"{path}: snapshot header is damaged (checksum mismatch)")
-            meta = msgspec.msgpack.decode(head)
+            meta = _read_head(f, path)
             arrays = {}
             for name, dtype, shape, nbytes, acrc in meta["arrays"]:
                 # readinto a fresh array: it stays writable, which the engines need
@@ -115,4 +112,6 @@ def read_snapshot(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray], di
                 raise BackendError(f"{path}: snapshot values are damaged (checksum mismatch)")
     except OSError as exc:
         raise _os_error(path, "cannot read snapshot", exc) from None
+    except struct.error as exc:  # a header cut short
+        raise BackendError(f"{path}: cannot read snapshot: {exc}") from None
     return meta, arrays, msgspec.msgpack.decode(body)
