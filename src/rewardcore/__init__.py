@@ -10,7 +10,7 @@ from .errors import BackendError, ConfigError, EventError, RewardcoreError
 from .events import Closed, Completed, Event, Placed, Redeem
 from .outcomes import Outcome
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "Balance",
