@@ -413,9 +413,10 @@ class RedisClusterEngine(RedisEngine):
     scheme = "redis+cluster"
 
 
-def _ts(ts: int) -> int | str:
-    """Lua prints numbers with "%.14g": a ts from 10**14 on travels as text to stay exact."""
-    return ts if ts < 100_000_000_000_000 else str(ts)
+def _ts(ts: int) -> str:
+    """A ts travels to the core as text: the core only stores it, and text needs no number
+    formatting in Lua (which is slow, and inexact from 10**14 on)."""
+    return str(ts)
 
 
 def _as_refs(items: list[Any], call: str) -> list[Any]:
