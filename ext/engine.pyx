@@ -325,5 +325,5 @@ cdef class MemoryCore(RulesStorage):
         self.cnt.awarded_points = scalars["awarded_points"]
         self.names = list(scalars["names"])
         self.claim_orders = list(scalars["claim_orders"])
-        self.redemption_log = {k: tuple(v) for k, v in scalars["redemptions"].items()}
+        self.redemption_log = {rid: tuple(v) for rid, v in scalars["redemptions"].items()}
         self._bind_state()

@@ -431,3 +431,20 @@ def test_a_logged_replay_with_dead_letters_recovers_the_same_events(tmp_path, st
     _rc("export", str(EXAMPLE), "--backend", url, "--state-out", str(out))  # from the log
     assert out.read_bytes() == ref.read_bytes()
 
+
+
+def test_a_snapshot_with_redemptions_reopens(tmp_path):
+    # restore once read redemption ids into a C int named like the loop's counter
+    c = make_campaign(prizes=(("mug", 5, 3),))
+    url = f"memory://{tmp_path}/d"
+    e = open_engine(c, url)
+    e.apply([placed("o1"), completed("o1"), redeem("r1", "a1", "mug")])
+    e.checkpoint()
+    state = e.export_state()
+    e.close()
+    again = open_engine(c, url)
+    try:
+        assert again.recovery.snapshot is not None and again.export_state() == state
+        assert state["redemptions"] == {"r1": "redeemed"}
+    finally:
+        again.close()

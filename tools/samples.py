@@ -77,7 +77,7 @@ LIBRARY = [
     'order = Placed(order_id="o1", merchant_id="m1", agent_id="agent-17", region=110140,'
     ' paid_cents=4990, ts=midnight + 5)',
     'd = engine.apply([order, Completed(order_id="o1", ts=midnight + 60_000)])',
-    "d[0]  # one row per event: o1 won slot 1 of region 110140, 5 points",
+    "d[0]  # one row per event: o1, the 1st order into region 110140, won slot 1 and 5 points",
     "d[1]  # the order completed: its 5 points are confirmed, so they can be spent",
     'engine.balance("agent-17")',
     'engine.redeem("r-1", "agent-17", "phone-5")  # phone-5 costs 50 points: 5 are not enough',

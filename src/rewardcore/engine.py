@@ -91,6 +91,7 @@ class Decision(NamedTuple):
     outcome: Outcome
     slot: int
     points: int
+    rank: int  # the order's place among its region's orders that reached slot choice; else 0
 
 
 class Decisions:
@@ -122,13 +123,14 @@ class Decisions:
         return len(self.outcome)
 
     def __getitem__(self, i: int) -> Decision:
-        return Decision(Outcome(int(self.outcome[i])), int(self.slot[i]), int(self.points[i]))
+        return Decision(Outcome(int(self.outcome[i])), int(self.slot[i]), int(self.points[i]),
+                        int(self.rank[i]))
 
     def __iter__(self) -> Iterator[Decision]:
         """The rows in batch order (the arrays are faster for whole batches)."""
-        for o, s, p in zip(self.outcome.tolist(), self.slot.tolist(), self.points.tolist(),
-                           strict=True):
-            yield Decision(Outcome(o), s, p)
+        for o, s, p, r in zip(self.outcome.tolist(), self.slot.tolist(), self.points.tolist(),
+                              self.rank.tolist(), strict=True):
+            yield Decision(Outcome(o), s, p, r)
 
     def counts(self) -> dict[str, int]:
         """Outcome label -> how many events of this batch had it."""
