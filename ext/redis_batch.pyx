@@ -34,8 +34,6 @@ cdef int CORE_CLOSED = W.CORE_CLOSED
 cdef int CORE_COMPLETED = W.CORE_COMPLETED
 cdef int CORE_REDEEM = W.CORE_REDEEM
 cdef int NEW_CANDIDATE = W.NEW_CANDIDATE
-# Lua prints numbers with "%.14g": a ts from 10**14 on travels as text to stay exact
-cdef int64_t TS_AS_NUMBER_BELOW = 100_000_000_000_000
 
 cdef uint32_t CRC_TABLE[256]
 
@@ -63,7 +61,8 @@ cdef inline uint32_t _crc32(const unsigned char *p, Py_ssize_t n) noexcept:
 
 
 cdef inline object _ts(int64_t ts):
-    return ts if ts < TS_AS_NUMBER_BELOW else str(ts)
+    # text: the core only stores a ts, and text needs no number formatting in Lua
+    return str(ts)
 
 
 def check_batch(list events, bint pays_merchant):
