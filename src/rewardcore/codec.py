@@ -25,7 +25,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, cast
 
 import msgspec
@@ -378,29 +378,37 @@ def decode_json_array(buf: bytes) -> Batch:
     else:
         if _plain_json(buf, events):
             return events, []
+    return _array_one_by_one(buf, "a JSON array of events", _json_raws.decode,
+                             _json_array_items, _json_one)
+
+
+def _array_one_by_one(buf: bytes | memoryview, what: str, raws: Callable[[bytes], list[Any]],
+                      split: Callable[[bytes], list[bytes]],
+                      one: Callable[[bytes], Event]) -> Batch:
+    """The slow path of an array batch (JSON or MessagePack): the array is cut into its
+    items' bytes (`split`, without recursion, when the decoder hits the depth limit) and each
+    item is decoded alone, so a bad one is its own dead letter."""
     buf = bytes(buf)
     try:
-        items: list[Any] = _json_raws.decode(buf)
+        items = raws(buf)
     except RecursionError:
         try:
-            items = _json_array_items(buf)
+            items = split(buf)
         except _Rejected as exc:
-            return [], [DeadLetter(f"the batch is not a JSON array of events: {exc}", buf)]
+            return [], [DeadLetter(f"the batch is not {what}: {exc}", buf)]
     except Exception as exc:
-        return [], [DeadLetter(f"the batch is not a JSON array of events: {_reason(exc)}",
-                               buf)]
+        return [], [DeadLetter(f"the batch is not {what}: {_reason(exc)}", buf)]
     events = []
     dead = _DeadList()
     for i, item in enumerate(items):
         raw = bytes(item)
         try:
-            events.append(_json_one(raw))
+            events.append(one(raw))
         except _Rejected as exc:
             dead.add(DeadLetter(str(exc), raw, index=i))
     return events, dead.result()
 
 
-# -- MessagePack ----------------------------------------------------------------------------
 def _mp_skip(buf: bytes, pos: int, limit: int | None = MAX_DEPTH) -> int:
     """Where the MessagePack value at `pos` ends, without recursion; raises _Rejected when
     it nests deeper than `limit` or is cut short."""
@@ -542,27 +550,8 @@ def decode_msgpack(buf: bytes) -> Batch:
     else:
         if all(_mp_plain(memoryview(r), type(e)) for r, e in zip(raws, events, strict=True)):
             return events, []
-    buf = bytes(buf)
-    try:
-        items: list[Any] = _mp_raws.decode(buf)
-    except RecursionError:
-        try:
-            items = _mp_array_items(buf)
-        except _Rejected as exc:
-            return [], [DeadLetter(f"the batch is not a MessagePack array of events: {exc}",
-                                   buf)]
-    except Exception as exc:
-        return [], [DeadLetter(f"the batch is not a MessagePack array of events: "
-                               f"{_reason(exc)}", buf)]
-    events = []
-    dead = _DeadList()
-    for i, item in enumerate(items):
-        raw = bytes(item)
-        try:
-            events.append(_mp_one(raw))
-        except _Rejected as exc:
-            dead.add(DeadLetter(str(exc), raw, index=i))
-    return events, dead.result()
+    return _array_one_by_one(buf, "a MessagePack array of events", _mp_raws.decode,
+                             _mp_array_items, _mp_one)
 
 
 class JsonlBlocks:
