@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..campaign import Campaign
 from ..codec import (
@@ -42,6 +42,7 @@ from ..events import Id as _Id
 from ..outcomes import LABELS, Outcome
 from ..winners import winner_rows
 from .deadletters import DeadLetterSink
+from .logs import StatusOf
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import Metrics
 from .pages import Pages
@@ -571,18 +572,11 @@ class Front:
                     status = 500
                 self._count("/v1/events", status)
                 return
-        status = 500
-
-        async def counted_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        sent = StatusOf(send, 500)
         try:
-            await self.app(scope, receive, counted_send)
+            await self.app(scope, receive, sent)
         finally:
-            self._count(_route_label(path), status)
+            self._count(_route_label(path), sent.status)
 
 
 async def _send_raw(send: Send, status: int, body: bytes, content_type: bytes,

@@ -103,6 +103,22 @@ async def log_stats(every: float, metrics: Metrics, worker: AsyncEngine) -> None
         requests0, dead0 = requests1, dead1
 
 
+class StatusOf:
+    """An ASGI `send` that passes every message on and keeps the answer's status code
+    (`status` until the answer starts: what a request that never answered counts as)."""
+
+    __slots__ = ("send", "status")
+
+    def __init__(self, send: Send, status: int) -> None:
+        self.send = send
+        self.status = status
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self.send(message)
+
+
 class AccessLog:
     """ASGI middleware: one `access` line per HTTP request, after its answer."""
 
@@ -114,18 +130,11 @@ class AccessLog:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        status = 0
-
-        async def sending(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        sent = StatusOf(send, 0)
         try:
-            await self.app(scope, receive, sending)
+            await self.app(scope, receive, sent)
         finally:
             client = scope.get("client") or ("", 0)
             log.info("access", extra={"fields": {
-                "method": scope["method"], "path": scope["path"], "status": status,
+                "method": scope["method"], "path": scope["path"], "status": sent.status,
                 "ms": round((time.perf_counter() - start) * 1000, 3), "client": client[0]}})
