@@ -41,6 +41,13 @@ for j = 1, nb do
   evs[j], stored[j] = ev, st
 end
 
+-- A close or completion of an order routed to the core goes there too: 'C' when this call
+-- sent it, else 'C<call>' naming the call that did.
+local function to_core(rec)
+  local ref = string.match(rec, '^R([^=]*)')
+  return ref == call and 'C' or ('C' .. ref)
+end
+
 -- one bucket's walk, in Lua tables: cur (order id -> record changed by this call), counts
 local function walk(ev, stored, cur, counts, out)
   local function count(code) counts[code] = (counts[code] or 0) + 1 end
@@ -86,8 +93,7 @@ local function walk(ev, stored, cur, counts, out)
         cur[oid] = REC_TOMBSTONE
         out[i] = TOMBSTONED
       elseif head == REC_ROUTED then
-        local ref = string.match(rec, '^R([^=]*)')
-        out[i] = ref == call and 'C' or ('C' .. ref)
+        out[i] = to_core(rec)
       else
         out[i] = UNCHANGED
       end
@@ -96,8 +102,7 @@ local function walk(ev, stored, cur, counts, out)
         cur[oid] = REC_EARLY .. arg
         out[i] = UNCHANGED
       elseif head == REC_ROUTED then
-        local ref = string.match(rec, '^R([^=]*)')
-        out[i] = ref == call and 'C' or ('C' .. ref)
+        out[i] = to_core(rec)
       else
         out[i] = UNCHANGED
       end
