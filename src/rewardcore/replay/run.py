@@ -24,7 +24,7 @@ from .source import (
     crc32c,
     decode_selected,
     lines_end,
-    mapped,
+    mapped_once,
     route,
     slow_partition,
 )
@@ -143,7 +143,8 @@ def run_job(job: Job, engine: Engine | None = None, ready: Callable[[], None] | 
             if stream is not None:
                 _timed(result, ready, scan, JsonlBlocks(stream, BLOCK))
             else:
-                with mapped(job.events) as view:
+                with mapped_once(job.events) as (view, done):
+                    scan.done = done
                     _timed(result, ready, scan, [(view, 0)])
         result.stats = engine.stats()
     finally:
@@ -190,6 +191,7 @@ class _Scan:
         self.offs = np.zeros(max(job.batch, 1), np.int64)
         self.idxs = np.zeros(max(job.batch, 1), np.int64)
         self.pending: tuple[int, list[int], int, int, int] | None = None
+        self.done: Callable[[int], None] | None = None  # the input before this is read
 
     def scan(self, data: memoryview, base: int) -> None:
         """Scan `data`, whose first byte is byte `base` of the input (a mapped file is one
@@ -235,6 +237,8 @@ class _Scan:
                 self.pending = at
             if self.progress is not None:
                 self.progress(end - pos)
+            if self.done is not None:
+                self.done(base + end)
             pos = end
         self.pos = base + pos
 

@@ -32,8 +32,12 @@ from ..events import Event
 MAX_PARTS: int = _shm.MAX_PARTS
 #: Bytes scanned per step at least.
 BLOCK = 1 << 20
-#: Bytes per event guessed from a file's size: a placed event is ~150 bytes, others ~60.
-BYTES_PER_EVENT_GUESS = 100
+#: Mapped input bytes given back to the system at a time, once read.
+DROP_AT_LEAST = 4 << 20
+#: Input bytes per order guessed from a file's size when pre-sizing the order table: a placed
+#: event is ~130-150 bytes, and an order has one (its other events, ~60 bytes, add to this).
+#: An input of shorter placed lines than this grows the table once, near its end.
+BYTES_PER_ORDER_GUESS = 150
 
 crc32c = _scan.crc32c
 lines_end = _scan.lines_end
@@ -79,14 +83,32 @@ def open_input(name: str, need_file: bool) -> Iterator[Input]:
 @contextlib.contextmanager
 def mapped(path: str) -> Iterator[memoryview]:
     """The whole file as a read-only view (empty for an empty file)."""
+    with mapped_once(path) as (view, _):
+        yield view
+
+
+@contextlib.contextmanager
+def mapped_once(path: str) -> Iterator[tuple[memoryview, Callable[[int], None]]]:
+    """The whole file as a read-only view, and `done(upto)`: the bytes before `upto` will
+    not be read again, so their pages leave this process (they stay in the page cache).
+    Without it a replay's resident memory would grow by the size of its input."""
     with open(path, "rb") as f:
         if os.fstat(f.fileno()).st_size == 0:
-            yield memoryview(b"")
+            yield memoryview(b""), lambda upto: None
             return
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             view = memoryview(mm)
+            given = 0  # bytes before this are given back already
+
+            def done(upto: int) -> None:
+                nonlocal given
+                end = upto - upto % mmap.PAGESIZE
+                if end - given >= DROP_AT_LEAST:
+                    mm.madvise(mmap.MADV_DONTNEED, given, end - given)
+                    given = end
+
             try:
-                yield view
+                yield view, done
             finally:
                 view.release()
 
@@ -99,7 +121,7 @@ def presized(url: str, inp: Input) -> str:
     size = inp.size()
     if u.scheme != "memory" or size is None or "orders" in u.query:
         return url
-    return f"{url}{'&' if '?' in url else '?'}orders={size // BYTES_PER_EVENT_GUESS}"
+    return f"{url}{'&' if '?' in url else '?'}orders={size // BYTES_PER_ORDER_GUESS}"
 
 
 def slow_partition(parts: int) -> Callable[[bytes], int]:
