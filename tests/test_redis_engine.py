@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import redis
 
 from rewardcore import BackendError, ConfigError, EventError, Outcome, load_campaign, open_engine
 from rewardcore.backends.redis import RedisClusterEngine, RedisEngine
@@ -76,6 +77,16 @@ def test_urls_pick_the_engine_and_options(redis_url, redis_cluster_url, example_
                       ("redis://", "host"), (redis_cluster_url + "/3", "database 0")):
         with pytest.raises(ConfigError, match=what):
             open_engine(example_campaign, bad)
+
+
+def test_redis_py_connection_parameters_reach_the_client(redis_url, example_campaign):
+    url = redis_url + "?socket_timeout=5&client_name=rc-url-test&prefix=cp&max_connections=4"
+    with open_engine(example_campaign, url) as e:
+        assert e.prefix == "cp"
+        e.apply([placed("a")])  # a connection of the engine's pool is open now
+        port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+        clients = redis.Redis(port=port).client_list()
+        assert any(c["name"] == "rc-url-test" for c in clients)
 
 
 def test_keys_share_hash_tags_and_reset_is_scoped(redis_url):

@@ -97,7 +97,8 @@ def open_engine(campaign: Campaign | str | os.PathLike[str],
         refused.
     ``redis://host:port/db``, ``rediss://...``, ``redis+cluster://host:port``
         ``prefix=rc`` (key prefix) and the engine's tuning options (rewardcore.backends.
-        redis), plus redis-py's own (``socket_timeout``, ``password``, TLS options).
+        redis), plus a listed set of redis-py's (``socket_timeout``, ``password``, ``db``;
+        TLS options with ``rediss://``); docs/redis.md has the list.
 
     An unknown scheme or parameter, or a bad value, raises ConfigError naming it; a backend
     that cannot be reached raises BackendError. The engine is a context manager (close it).
