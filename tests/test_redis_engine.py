@@ -110,6 +110,26 @@ def test_keys_share_hash_tags_and_reset_is_scoped(redis_url):
     b.close()
 
 
+def test_order_buckets_are_hash_tables_from_their_first_write(redis_url):
+    # A small hash kept as a listpack is scanned on every lookup; the bucket's header field
+    # makes it a hash table at once, and is never taken for an order.
+    from rewardcore._redis_wire import BUCKET_HEADER, BUCKET_HEADER_FIELD
+    campaign = make_campaign(regions=((7, 2, ((2, 10),)),))
+    e = open_engine(campaign, redis_url + "?prefix=hb&buckets=2")
+    e.apply([placed("o1", region=7), placed("o2", region=7), closed("o3")])
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    buckets = [k for k in _cli(port, "KEYS", "hb:*").split() if k.endswith("}:ord")]
+    assert buckets and set(buckets) <= {b for b, _ in e._buckets}
+    for key in buckets:
+        assert _cli(port, "OBJECT", "ENCODING", key).strip() == "hashtable"
+        assert _cli(port, "HGET", key, BUCKET_HEADER_FIELD).strip() == BUCKET_HEADER
+    assert len(BUCKET_HEADER) > 64  # Redis's default hash-max-listpack-value
+    e.apply([placed("o1", region=7)])  # a redelivery still finds its order
+    assert e.export_state()["outcomes"]["duplicate"] == 1
+    assert [c["order_id"] for c in e.export_state()["claims"]] == ["o1", "o2"]
+    e.close()
+
+
 def _cli_run(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     return subprocess.run([sys.executable, "-m", "rewardcore", *args], capture_output=True,
