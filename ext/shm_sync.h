@@ -17,11 +17,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "rc_outcome_count.h" /* GENERATED: RC_N_OUTCOMES, from rewardcore.outcomes */
+
 #define RC_SHM_MAGIC 0x31304d4853435252ULL /* "RRCSHM01" */
 #define RC_SHM_VERSION 2
 #define RC_SHM_MAX_PIDS 128
 #define RC_SHM_MAX_PARTS 64
-#define RC_SHM_N_OUTCOMES 18
+#define RC_SHM_N_OUTCOMES RC_N_OUTCOMES
 #define RC_SHM_N_OFFSETS 40
 
 typedef struct {

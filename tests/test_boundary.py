@@ -56,6 +56,11 @@ def test_open_engine_says_what_it_got(given, named):
     ("memory:///{tmp}/d?fsync=none&snapshot=1&x=2", "'snapshot', 'x'",
      "fsync, ms, orders, snapshot_mb"),
     ("shm://?order=5", "'order'", "arena, beneficiaries, claims, dir, fsync"),
+    ("redis://h:1/0?prefix=a&sockettimeout=1", "'sockettimeout'",
+     "buckets, call_events, client_name, db"),
+    ("redis://h:1/0?ssl_cert_reqs=none", "'ssl_cert_reqs'", "socket_timeout, username, wait"),
+    ("rediss+cluster://h:1?retry_on_timeout=1&x=2", "'retry_on_timeout', 'x'",
+     "ssl_ca_certs, ssl_ca_path, ssl_cert_reqs"),
 ])
 def test_unknown_url_parameters_are_named_with_the_known_ones(tmp_path, url, unknown, known):
     with pytest.raises(ConfigError, match="unknown parameter") as exc:
@@ -68,6 +73,9 @@ def test_unknown_url_parameters_are_named_with_the_known_ones(tmp_path, url, unk
     ("memory://?orders=many", "orders must be an integer, not 'many'"),
     ("memory:///{tmp}/d?ms=0&fsync=interval", "ms must be >= 1"),
     ("shm://?orders=-1", "orders must be >= 1"),
+    ("redis://h:1/0?socket_timeout=soon", "socket_timeout='soon' must be a number of seconds"),
+    ("rediss://h:1/0?ssl_cert_reqs=maybe", "must be none, optional or required"),
+    ("redis+cluster://h:1?db=2", "a cluster has only database 0"),
 ])
 def test_bad_integer_parameters(tmp_path, url, message):
     with pytest.raises(ConfigError, match=message):

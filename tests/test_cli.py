@@ -12,7 +12,9 @@ import pytest
 from rewardcore import load_campaign, open_engine
 from rewardcore.codec import read_jsonl
 
+from .campaigns import make_campaign
 from .conftest import EXAMPLES
+from .events import placed
 
 CAMPAIGN = str(EXAMPLES / "d11-2026.toml")
 
@@ -99,6 +101,22 @@ def test_clear_errors(args, message):
     assert res.returncode == 2
     assert res.stderr.startswith(b"rewardcore: error: ") and message in res.stderr
     assert b"Traceback" not in res.stderr
+
+
+def test_reset_clears_a_directory_of_another_campaign(tmp_path):
+    d = tmp_path / "d"
+    with open_engine(make_campaign(), f"memory://{d}") as engine:
+        engine.apply([placed("x")])
+    state = tmp_path / "state.json"
+    res = rc("export", CAMPAIGN, "--backend", f"memory://{d}", "--state-out", str(state))
+    assert res.returncode == 2 and b"another campaign file" in res.stderr
+    assert b"rewardcore reset CAMPAIGN.toml --backend" in res.stderr
+    assert b"Traceback" not in res.stderr
+    res = rc("reset", CAMPAIGN, "--backend", f"memory://{d}", "--yes")
+    assert res.returncode == 0, res.stderr
+    assert b"reset campaign d11-2026" in res.stderr
+    with open_engine(CAMPAIGN, f"memory://{d}") as engine:  # now the directory is its own
+        assert engine.claims() == []
 
 
 def test_version_is_the_package_version():

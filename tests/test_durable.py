@@ -19,6 +19,7 @@ import orjson
 import pytest
 
 from rewardcore import BackendError, ConfigError, EventError, load_campaign, open_engine
+from rewardcore.backends import reset_backend
 from rewardcore.examples import example_path
 from rewardcore.storage.records import iter_records
 from rewardcore.traffic import TrafficShape, generate
@@ -277,11 +278,16 @@ def test_another_campaign_in_the_directory(tmp_path, campaign):
     e.apply(batches()[0])
     e.close()
     other = make_campaign(regions=((1, 5, ((5, 1),)),))
+    with pytest.raises(ConfigError) as exc:
+        open_engine(other, url)  # refused at open, not at the first batch
+    text = str(exc.value)
+    assert text.startswith(f"{tmp_path}/d: ") and "another campaign file" in text
+    assert f"campaign {campaign.id!r}" in text and "fingerprint" in text
+    assert f"rewardcore reset CAMPAIGN.toml --backend memory://{tmp_path}/d --yes" in text
+    reset_backend(other, url)  # what `rewardcore reset` does: the one way to reuse it
     e = open_engine(other, url)
     try:
-        with pytest.raises(ConfigError, match="another campaign file"):
-            e.apply([placed("x")])
-        e.reset()  # the one way to reuse it: start afresh
+        assert e.claims() == []
         e.apply([placed("x")])
         assert [c.order_id for c in e.claims()] == ["x"]
     finally:
@@ -291,6 +297,8 @@ def test_another_campaign_in_the_directory(tmp_path, campaign):
         assert [c.order_id for c in e.claims()] == ["x"]
     finally:
         e.close()
+    with pytest.raises(ConfigError, match="another campaign file"):
+        open_engine(campaign, url)  # and now the first campaign is the foreign one
 
 
 def test_unvalidated_events_are_refused_not_logged(tmp_path, campaign):

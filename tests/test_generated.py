@@ -26,7 +26,7 @@ def test_the_generated_cython_files_are_current():
     for path, text in gen.render().items():
         assert path.read_text("utf-8") == text, (
             f"{path.relative_to(ROOT)} is stale: run python tools/gen_cython_constants.py")
-        assert text.startswith("# GENERATED FROM src/rewardcore/outcomes.py")
+        assert text.split("\n", 1)[0] in (f"# {gen.GENERATED}", f"/* {gen.GENERATED} */")
     assert gen.main(["--check"]) == 0
 
 
@@ -36,7 +36,12 @@ def test_both_compiled_engines_carry_every_outcome():
 
 
 def test_the_segment_layout_counts_every_outcome():
-    # the shared segment's outcome counters are sized in C (ext/shm_sync.h)
-    text = (ROOT / "ext" / "shm_sync.h").read_text()
-    found = re.search(r"#define RC_SHM_N_OUTCOMES (\d+)", text)
+    # the shared segment's outcome counters are sized in C (ext/shm_sync.h) by the generated
+    # ext/rc_outcome_count.h, which the regeneration check above covers
+    assert (ROOT / "ext" / "rc_outcome_count.h") in _generator().render()
+    sync = (ROOT / "ext" / "shm_sync.h").read_text()
+    assert '#include "rc_outcome_count.h"' in sync
+    assert "#define RC_SHM_N_OUTCOMES RC_N_OUTCOMES\n" in sync
+    count = (ROOT / "ext" / "rc_outcome_count.h").read_text()
+    found = re.search(r"#define RC_N_OUTCOMES (\d+)", count)
     assert found is not None and int(found.group(1)) == len(Outcome)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import redis
 
 from rewardcore import BackendError, ConfigError, EventError, Outcome, load_campaign, open_engine
 from rewardcore.backends.redis import RedisClusterEngine, RedisEngine
@@ -78,6 +79,16 @@ def test_urls_pick_the_engine_and_options(redis_url, redis_cluster_url, example_
             open_engine(example_campaign, bad)
 
 
+def test_redis_py_connection_parameters_reach_the_client(redis_url, example_campaign):
+    url = redis_url + "?socket_timeout=5&client_name=rc-url-test&prefix=cp&max_connections=4"
+    with open_engine(example_campaign, url) as e:
+        assert e.prefix == "cp"
+        e.apply([placed("a")])  # a connection of the engine's pool is open now
+        port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+        clients = redis.Redis(port=port).client_list()
+        assert any(c["name"] == "rc-url-test" for c in clients)
+
+
 def test_keys_share_hash_tags_and_reset_is_scoped(redis_url):
     campaign = make_campaign(regions=((7, 2, ((2, 10),)),), budget_points=15)
     a = open_engine(campaign, redis_url + "?prefix=ka")
@@ -97,6 +108,26 @@ def test_keys_share_hash_tags_and_reset_is_scoped(redis_url):
     assert b.export_state()["claims"][0]["order_id"] == "o1"
     a.close()
     b.close()
+
+
+def test_order_buckets_are_hash_tables_from_their_first_write(redis_url):
+    # A small hash kept as a listpack is scanned on every lookup; the bucket's header field
+    # makes it a hash table at once, and is never taken for an order.
+    from rewardcore._redis_wire import BUCKET_HEADER, BUCKET_HEADER_FIELD
+    campaign = make_campaign(regions=((7, 2, ((2, 10),)),))
+    e = open_engine(campaign, redis_url + "?prefix=hb&buckets=2")
+    e.apply([placed("o1", region=7), placed("o2", region=7), closed("o3")])
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    buckets = [k for k in _cli(port, "KEYS", "hb:*").split() if k.endswith("}:ord")]
+    assert buckets and set(buckets) <= {b for b, _ in e._buckets}
+    for key in buckets:
+        assert _cli(port, "OBJECT", "ENCODING", key).strip() == "hashtable"
+        assert _cli(port, "HGET", key, BUCKET_HEADER_FIELD).strip() == BUCKET_HEADER
+    assert len(BUCKET_HEADER) > 64  # Redis's default hash-max-listpack-value
+    e.apply([placed("o1", region=7)])  # a redelivery still finds its order
+    assert e.export_state()["outcomes"]["duplicate"] == 1
+    assert [c["order_id"] for c in e.export_state()["claims"]] == ["o1", "o2"]
+    e.close()
 
 
 def _cli_run(*args: str) -> subprocess.CompletedProcess:

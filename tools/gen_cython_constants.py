@@ -1,4 +1,4 @@
-"""Write the Cython files that carry rewardcore.outcomes into the compiled engines.
+"""Write the Cython and C files that carry rewardcore.outcomes into the compiled engines.
 
     python tools/gen_cython_constants.py          # rewrite them
     python tools/gen_cython_constants.py --check  # exit 1 when one is not current
@@ -6,6 +6,8 @@
 ext/rc_outcomes.pxi      the codes as a C enum (included by ext/rc_common.pxd)
 ext/rc_outcome_codes.pxi OUTCOME_CODES, name -> code, in both compiled modules (included by
                          ext/engine.pyx and ext/shm.pyx; tests compare it with the enum)
+ext/rc_outcome_count.h   RC_N_OUTCOMES, the number of codes, in C (included by
+                         ext/shm_sync.h: the segment header's outcome counters)
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-HEADER = ("# GENERATED FROM src/rewardcore/outcomes.py BY tools/gen_cython_constants.py, "
-          "DO NOT MODIFY.\n")
+GENERATED = ("GENERATED FROM src/rewardcore/outcomes.py BY tools/gen_cython_constants.py, "
+             "DO NOT MODIFY.")
+HEADER = f"# {GENERATED}\n"
 
 
 def render() -> dict[Path, str]:
@@ -28,8 +31,13 @@ def render() -> dict[Path, str]:
     codes = [HEADER, "OUTCOME_CODES = {\n"]
     codes += [f'    "{o.name}": {o.name},\n' for o in Outcome]
     codes.append("}\n")
+    count = (f"/* {GENERATED} */\n"
+             "/* The number of outcome codes, for C (the shared segment's outcome counters). */\n"
+             "#ifndef RC_OUTCOME_COUNT_H\n#define RC_OUTCOME_COUNT_H\n\n"
+             f"#define RC_N_OUTCOMES {len(Outcome)}\n\n#endif\n")
     return {ROOT / "ext" / "rc_outcomes.pxi": "".join(enum),
-            ROOT / "ext" / "rc_outcome_codes.pxi": "".join(codes)}
+            ROOT / "ext" / "rc_outcome_codes.pxi": "".join(codes),
+            ROOT / "ext" / "rc_outcome_count.h": count}
 
 
 def main(argv: list[str]) -> int:

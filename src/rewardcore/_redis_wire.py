@@ -32,6 +32,14 @@ REC_EARLY = "E"  # completed before placed: "E<ts>"
 REC_DONE = "-"  # placed, decided in the bucket (no claim possible)
 REC_ROUTED = "R"  # placed, sent to the core in call <id>: "R<id>" or "R<id>=<early ts>"
 
+# A bucket's header: the field "" (no order id is empty), written with the bucket's first
+# records. Its value is longer than Redis's hash-max-listpack-value (64 bytes by default), so
+# a bucket is a hash table from its first write: while a small hash is kept as a listpack,
+# every lookup and insert scans it, which was half of the bucket step in young buckets.
+BUCKET_HEADER_FIELD = ""
+BUCKET_HEADER = ("rewardcore order bucket: order id -> record, first character: "
+                 "T tombstone, E completed early, - decided, R routed to the core")
+
 # Notes on orders whose call was cancelled (core hash oid -> note).
 NOTE_DECIDED = "D"  # "D<outcome>|<slot>|<points>|<rank>"
 NOTE_EARLY = "E"  # "E<ts>": completed before its placement was decided

@@ -13,7 +13,7 @@ import sys
 
 from . import __version__
 from ._files import write_output
-from .backends import open_engine
+from .backends import open_engine, reset_backend
 from .campaign import load_campaign
 from .codec import DEFAULT_BATCH
 from .console import (
@@ -94,8 +94,7 @@ def cmd_reset(args: argparse.Namespace) -> int:
     if not args.yes:
         raise RewardcoreError("reset deletes every claim of the campaign: pass --yes to confirm")
     campaign = load_campaign(args.campaign)
-    with open_engine(campaign, args.backend) as engine:
-        engine.reset()
+    reset_backend(campaign, args.backend)
     print(f"reset campaign {campaign.id} on {args.backend}", file=sys.stderr)
     return 0
 

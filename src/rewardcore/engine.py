@@ -184,6 +184,13 @@ class Engine(abc.ABC):
             raise u.error(f"{u.scheme}:// takes no host or path")
         return cls(campaign)
 
+    @classmethod
+    def open_to_reset(cls, campaign: Campaign, url: str) -> Engine:
+        """Open the state a backend URL names only to `reset()` it (reset_backend). The
+        default is from_url; an engine that refuses to open state it must not use (a
+        durable directory of another campaign) opens it here so that reset can clear it."""
+        return cls.from_url(campaign, url)
+
     # -- the hot path -----------------------------------------------------------------------
     @abc.abstractmethod
     def apply(self, events: Sequence[Event]) -> Decisions:

@@ -65,6 +65,15 @@ def engine_class(url: str) -> type[Engine]:
     return getattr(importlib.import_module(module), name)
 
 
+def _as_campaign(campaign: Campaign | str | os.PathLike[str]) -> Campaign:
+    if isinstance(campaign, Campaign):
+        return campaign
+    if isinstance(campaign, str | os.PathLike):
+        return load_campaign(os.fspath(campaign))
+    raise ConfigError(f"open_engine: the campaign must be a Campaign or the path of a "
+                      f"campaign TOML file, not {type(campaign).__name__} {campaign!r:.60}")
+
+
 def open_engine(campaign: Campaign | str | os.PathLike[str],
                 url: str = "memory://") -> Engine:
     """Open the engine the backend URL names, for `campaign` (a Campaign, or the path of
@@ -77,8 +86,8 @@ def open_engine(campaign: Campaign | str | os.PathLike[str],
     ``memory:///path/to/dir``
         durable: every batch is logged to dir before its decisions return. ``orders=N`` as
         above; ``fsync=batch|interval|none`` (default batch), ``ms=N`` (the interval, 50),
-        ``snapshot_mb=N`` (log written between snapshots, 64). A directory of another
-        campaign is refused (reset it to reuse it).
+        ``snapshot_mb=N`` (log written between snapshots, 64). A directory holding another
+        campaign's state is refused at open (ConfigError; `reset_backend` clears it).
     ``reference://``
         the executable specification (slow, exact); no parameters.
     ``shm://NAME`` (``shm://`` for a private segment)
@@ -88,18 +97,25 @@ def open_engine(campaign: Campaign | str | os.PathLike[str],
         refused.
     ``redis://host:port/db``, ``rediss://...``, ``redis+cluster://host:port``
         ``prefix=rc`` (key prefix) and the engine's tuning options (rewardcore.backends.
-        redis), plus redis-py's own (``socket_timeout``, ``password``, TLS options).
+        redis), plus a listed set of redis-py's (``socket_timeout``, ``password``, ``db``;
+        TLS options with ``rediss://``); docs/redis.md has the list.
 
     An unknown scheme or parameter, or a bad value, raises ConfigError naming it; a backend
     that cannot be reached raises BackendError. The engine is a context manager (close it).
     """
-    if not isinstance(campaign, Campaign):
-        if isinstance(campaign, str | os.PathLike):
-            campaign = load_campaign(os.fspath(campaign))
-        else:
-            raise ConfigError(f"open_engine: the campaign must be a Campaign or the path of a "
-                              f"campaign TOML file, not {type(campaign).__name__} "
-                              f"{campaign!r:.60}")
+    campaign = _as_campaign(campaign)
     engine = engine_class(url).from_url(campaign, url)
     engine._opened_url = url
     return engine
+
+
+def reset_backend(campaign: Campaign | str | os.PathLike[str], url: str) -> None:
+    """Delete the campaign's state from the backend URL names (`rewardcore reset`).
+
+    Unlike open_engine it takes a durable directory (``memory:///dir``) holding another
+    campaign's state: that is how such a directory is started afresh for `campaign`."""
+    campaign = _as_campaign(campaign)
+    engine = engine_class(url).open_to_reset(campaign, url)
+    engine._opened_url = url
+    with engine:
+        engine.reset()

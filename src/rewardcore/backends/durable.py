@@ -46,7 +46,10 @@ class DurableEngine(Resumable, Engine):
     preferred_batch = 4096
 
     def __init__(self, campaign: Campaign, path: Path, opts: DurableOptions | None = None,
-                 expected_orders: int = 0) -> None:
+                 expected_orders: int = 0, *, to_reset: bool = False) -> None:
+        """`to_reset=True` (only for `reset()`, see open_to_reset) opens a directory that
+        holds another campaign's state instead of refusing it; nothing but reset() works
+        until it is called."""
         from .memory import MemoryEngine
 
         super().__init__(campaign)
@@ -62,6 +65,11 @@ class DurableEngine(Resumable, Engine):
             try:
                 self.log.check_campaign()
             except Foreign as exc:
+                if not to_reset:
+                    raise ConfigError(f"{path}: {exc}; to start it afresh for this campaign, "
+                                      f"rewardcore reset CAMPAIGN.toml --backend "
+                                      f"memory://{path} --yes (deletes the state it holds), "
+                                      "or use another directory") from None
                 # Only reset() may use a directory of another campaign: it starts it afresh.
                 self.foreign = str(exc)
                 return
@@ -71,12 +79,18 @@ class DurableEngine(Resumable, Engine):
             raise
 
     @classmethod
-    def from_url(cls, campaign: Campaign, url: str) -> Engine:
+    def from_url(cls, campaign: Campaign, url: str, *, to_reset: bool = False) -> Engine:
         u = BackendURL(url, known=("orders", *DURABLE_PARAMS))
         if u.netloc:
             raise u.error("durable mode needs an absolute path, memory:///path/to/dir "
                           "(three slashes)")
-        return cls(campaign, Path(u.path), durable_options(u), u.int("orders", 0))
+        return cls(campaign, Path(u.path), durable_options(u), u.int("orders", 0),
+                   to_reset=to_reset)
+
+    @classmethod
+    def open_to_reset(cls, campaign: Campaign, url: str) -> Engine:
+        """Open a directory to reset it, even one holding another campaign's state."""
+        return cls.from_url(campaign, url, to_reset=True)
 
     @property
     def open_note(self) -> str | None:
@@ -111,8 +125,8 @@ class DurableEngine(Resumable, Engine):
 
     def _usable(self) -> None:
         if self.foreign is not None:
-            raise ConfigError(f"{self.path}: {self.foreign}; reset it "
-                              "(rewardcore reset --backend ... --yes) or use another directory")
+            raise ConfigError(f"{self.path}: {self.foreign}; opened only to be reset: "
+                              "call reset() first")
 
     # -- the hot path -----------------------------------------------------------------------
     def apply(self, events: Sequence[Event]) -> Decisions:

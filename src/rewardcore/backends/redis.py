@@ -11,8 +11,9 @@ Layout and protocol are in docs/redis.md. In short, a batch is two steps:
 
 URL options (query string): prefix=rc (key prefix), buckets=64 (order buckets),
 call_events=2048 (events per two-step call; larger batches are split), wait=0 (replicas
-that must confirm each step's writes), wait_timeout=1000 (ms), plus redis-py's own
-(socket_timeout=..., ssl_cert_reqs=..., password in the URL, rediss:// for TLS).
+that must confirm each step's writes), wait_timeout=1000 (ms), plus the redis-py
+connection parameters listed in _CLIENT_PARAMS (socket_timeout=..., user and password in
+the URL) and, for rediss://, _TLS_PARAMS (ssl_cert_reqs=...); any other is a ConfigError.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import msgspec
 
 from .. import _redis_wire as W
-from .._url import redact_url
+from .._url import BackendURL
 from ..campaign import Campaign
 from ..engine import Balance, Claim, Decisions, Engine, RegionStatus, Summary
 from ..errors import BackendError, ConfigError
@@ -45,6 +46,39 @@ _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _LUA_EXACT = 2**53  # Lua numbers are doubles: integers above this are not exact
 _INT_OPTIONS = {"buckets": (1, 16384), "call_events": (1, 65536), "wait": (0, 64),
                 "wait_timeout": (1, 600_000)}
+#: the engine's own URL parameters; the others are handed to redis-py
+_ENGINE_PARAMS = ("prefix", *_INT_OPTIONS)
+
+
+def _is_number(raw: str) -> bool:
+    try:
+        return float(raw) >= 0
+    except ValueError:
+        return False
+
+
+_BOOLS = ("1", "0", "true", "false", "yes", "no")
+
+#: the redis-py connection parameters a URL may carry (user and password also go in the
+#: userinfo: redis://user:secret@host:6379/0). Not retry_on_timeout, retry_on_error or
+#: protocol: the client never retries by itself and speaks RESP2.
+_TYPED_CLIENT_PARAMS: dict[str, tuple[Callable[[str], bool], str]] = {
+    "db": (str.isdigit, "a database number"),
+    "socket_timeout": (_is_number, "a number of seconds"),
+    "socket_connect_timeout": (_is_number, "a number of seconds"),
+    "socket_keepalive": (lambda v: v.lower() in _BOOLS, "true or false"),
+    "health_check_interval": (str.isdigit, "a whole number of seconds"),
+    "max_connections": (lambda v: v.isdigit() and int(v) > 0, "a whole number above 0"),
+    "ssl_check_hostname": (lambda v: v.lower() in _BOOLS, "true or false"),
+    "ssl_cert_reqs": (lambda v: v in ("none", "optional", "required"),
+                      "none, optional or required"),
+}
+_CLIENT_PARAMS = ("db", "username", "password", "client_name", "socket_timeout",
+                  "socket_connect_timeout", "socket_keepalive", "health_check_interval",
+                  "max_connections")
+#: rediss:// only: redis:// connections take no TLS options
+_TLS_PARAMS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_ca_path", "ssl_certfile", "ssl_keyfile",
+               "ssl_password", "ssl_check_hostname")
 _CLAIM_STATE = {"p": "pending", "c": "confirmed", "r": "revoked"}
 _CLAIM_FIELDS = set(Claim.__struct_fields__)
 
@@ -112,26 +146,31 @@ class RedisEngine(Engine):
 
     @classmethod
     def from_url(cls, campaign: Campaign, url: str) -> Engine:
-        parts = urlsplit(url)
-        cluster = parts.scheme.endswith("+cluster")
+        tls = url.partition("://")[0].startswith("rediss")
+        u = BackendURL(url, known=(*_ENGINE_PARAMS, *_CLIENT_PARAMS,
+                                   *(_TLS_PARAMS if tls else ())))
+        cluster = u.scheme.endswith("+cluster")
         opts: dict[str, Any] = {}
-        rest = []
-        for key, value in parse_qsl(parts.query, keep_blank_values=True):
-            if key == "prefix":
-                opts[key] = value
-            elif key in _INT_OPTIONS:
+        if (prefix := u.text("prefix")) is not None:
+            opts["prefix"] = prefix
+        for key in _INT_OPTIONS:
+            if (raw := u.text(key)) is not None:
                 try:
-                    opts[key] = int(value)
+                    opts[key] = int(raw)
                 except ValueError:
-                    raise ConfigError(f"backend URL {redact_url(url)}: {key}={value!r} is "
-                                      "not a whole number") from None
-            else:
-                rest.append((key, value))
+                    raise u.error(f"{key}={raw!r} is not a whole number") from None
+        for key, kind in _TYPED_CLIENT_PARAMS.items():
+            raw = u.text(key)
+            if raw is not None and not kind[0](raw):
+                raise u.error(f"{key}={raw!r} must be {kind[1]}")
+        parts = urlsplit(url)
         if not parts.hostname:
-            raise ConfigError(f"backend URL {redact_url(url)}: needs a host, e.g. "
-                              f"{parts.scheme}://127.0.0.1:6379")
-        if cluster and parts.path not in ("", "/", "/0"):
-            raise ConfigError(f"backend URL {redact_url(url)}: a cluster has only database 0")
+            raise u.error(f"needs a host, e.g. {u.scheme}://127.0.0.1:6379")
+        if cluster and (parts.path not in ("", "/", "/0") or u.text("db", "0") != "0"):
+            raise u.error("a cluster has only database 0")
+        # what is left is redis-py's own, in the order given
+        rest = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                if k not in _ENGINE_PARAMS]
         plain = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(rest), ""))
         return cls(campaign, plain, cluster=cluster, **opts)
 

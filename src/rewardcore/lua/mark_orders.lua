@@ -7,7 +7,8 @@
 -- read comes before the first write, so a refused or failed call changes nothing.
 --
 -- KEYS, 2 per bucket:
--- KEYS[2j-1] order records (hash order id -> record, see REC_* in rewardcore/_redis_wire.py):
+-- KEYS[2j-1] order records (hash order id -> record, see REC_* in rewardcore/_redis_wire.py,
+--         and the header field BUCKET_HEADER_FIELD that keeps the hash a hash table):
 --         "T" tombstone, "E<ts>" completed early, "-" decided here,
 --         "R<call id>" or "R<call id>=<early ts>" sent to the core in that call
 -- KEYS[2j]   outcome counts of placed events decided here (hash outcome code -> count)
@@ -27,8 +28,9 @@ local CHUNK = 2000  -- unpack() is bounded by Lua's C stack: read and write in c
 local mine = REC_ROUTED .. call
 
 -- reads, every bucket's, before the first write
-local evs, stored = {}, {}
+local evs, stored, headed = {}, {}, {}
 for j = 1, nb do
+  headed[j] = redis.call('HEXISTS', KEYS[2 * j - 1], BUCKET_HEADER_FIELD) == 1
   local ev = cmsgpack.unpack(ARGV[1 + j])
   local n = #ev / 3
   local st = {}
@@ -121,6 +123,7 @@ end
 for j = 1, nb do
   local cur, counts = changes[j][1], changes[j][2]
   local put = {}
+  if not headed[j] then put = {BUCKET_HEADER_FIELD, BUCKET_HEADER} end
   for oid, rec in pairs(cur) do
     put[#put + 1] = oid
     put[#put + 1] = rec

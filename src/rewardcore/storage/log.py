@@ -219,8 +219,10 @@ class DurableLog:
         if kind != mine:
             raise Foreign(f"{where} was written by the {kind} engine, not {mine}")
         if fp != self.campaign_fp:
+            held = f"{fp:016x}" if isinstance(fp, int) else repr(fp)
             raise Foreign(f"{where} holds the state of campaign {cid!r} as another campaign "
-                          f"file defined it (this one is {self.campaign.id!r})")
+                          f"file defined it (fingerprint {held}; this one is "
+                          f"{self.campaign.id!r}, fingerprint {self.campaign_fp:016x})")
 
     def _read_wal_header(self, gen: int) -> _WalHeader | None:
         try:

@@ -1,0 +1,106 @@
+"""Instructions redis-server executes per event for the Redis rows of `rewardcore bench`,
+counted by callgrind: unlike seconds, the count is the same run after run on a machine that
+other work shares, so two versions of the scripts can be compared one after the other.
+
+Starts `valgrind --tool=callgrind redis-server` on a free loopback port, runs one workload
+(the same events and campaign variants as `rewardcore bench --only redis`), zeroes the
+counters after the set-up (the fill of the sold-out row) and dumps them after the workload.
+Needs valgrind (callgrind_control). Not collected by pytest.
+
+Run: python bench/redis_instructions.py [open|caps|sold_out|replay ...] [--orders 30000]
+     [--redis-orders 10000] [--batch 2048]
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import redis
+
+from rewardcore import open_engine
+from rewardcore.capacity import bench
+from rewardcore.examples import example_path
+
+ROWS = ("open", "caps", "sold_out", "replay")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def count(row: str, b: bench.Bench, out_dir: str) -> tuple[int, int]:
+    """(instructions, events) of one row's workload on a fresh server under callgrind."""
+    port, out = free_port(), os.path.join(out_dir, f"callgrind.{row}")
+    server = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "redis-server",
+         "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(host="127.0.0.1", port=port)
+    try:
+        for _ in range(600):  # valgrind starts slowly: up to a minute
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.1)
+        claims = b.claim_batches()
+        campaign = {"open": bench.open_variant(b.campaign, sum(map(len, claims))),
+                    "sold_out": bench.soldout_variant(b.campaign)}.get(row, b.campaign)
+        batches = b.batches if row == "replay" else claims
+        engine = open_engine(campaign, f"redis://127.0.0.1:{port}/0")
+        for batch in bench.fill_batches(campaign, b.args.batch) if row == "sold_out" else ():
+            engine.apply(batch)
+        subprocess.run(["callgrind_control", "--zero", str(server.pid)], check=True,
+                       capture_output=True)
+        for batch in batches:
+            engine.apply(batch)
+        subprocess.run(["callgrind_control", "--dump", str(server.pid)], check=True,
+                       capture_output=True)
+        engine.close()
+        client.shutdown(nosave=True)
+    except redis.ConnectionError:
+        pass  # the shutdown's own goodbye
+    finally:
+        client.close()
+        server.wait(timeout=120)
+    totals = [int(line.split()[1]) for path in glob.glob(out + "*") for line in open(path)
+              if line.startswith("summary:")]
+    return max(totals), sum(map(len, batches))  # the dump taken after the workload
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("rows", nargs="*", metavar="ROW", help=f"{', '.join(ROWS)} (default: all)")
+    ap.add_argument("--orders", type=int, default=30_000)
+    ap.add_argument("--redis-orders", type=int, default=10_000)
+    ap.add_argument("--batch", type=int, default=2048)
+    args = ap.parse_args()
+    if set(args.rows) - set(ROWS):
+        ap.error(f"unknown rows {sorted(set(args.rows) - set(ROWS))}: choose from {ROWS}")
+    if not (shutil.which("valgrind") and shutil.which("redis-server")):
+        print("needs valgrind and redis-server on PATH", file=sys.stderr)
+        return 2
+    b = bench.Bench(argparse.Namespace(campaign=str(example_path("d11-2026")),
+                                       orders=args.orders, batch=args.batch,
+                                       redis_orders=args.redis_orders))
+    with tempfile.TemporaryDirectory(prefix="rc-callgrind-") as out_dir:
+        for row in args.rows or ROWS:
+            instructions, events = count(row, b, out_dir)
+            print(f"{row:9s} {instructions / events:10,.0f} server instructions/event "
+                  f"({events:,} events)", flush=True)
+    b.stack.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
