@@ -12,6 +12,7 @@ from typing import NamedTuple
 import pytest
 
 from rewardcore import Campaign, Engine, load_campaign, open_engine
+from rewardcore.backends import reset_backend
 from rewardcore.cli import main
 from rewardcore.examples import example_path
 
@@ -104,9 +105,10 @@ def make_engine(engine_url: str) -> Iterator[Callable[[Campaign], Engine]]:
     def make(campaign: Campaign) -> Engine:
         while opened:
             opened.pop().close()
-        engine = open_engine(campaign, engine_url)
         if engine_url not in ("reference://", "memory://"):
-            engine.reset()
+            # the state the previous engine left, of whichever campaign: rewardcore reset's way
+            reset_backend(campaign, engine_url)
+        engine = open_engine(campaign, engine_url)
         opened.append(engine)
         return engine
 
