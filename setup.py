@@ -1,12 +1,13 @@
 """Build the Cython hot path.
 
-Extensions are listed by hand. REWARDCORE_DEBUG=1 builds with line tracing and writes the
-Cython annotation (ext/*.html) for profiling; the default build is optimised.
+The compiled modules are named in MODULES. REWARDCORE_DEBUG=1 builds with line tracing and
+writes the Cython annotation (ext/*.html) for profiling; the default build is optimised.
 """
 
 from __future__ import annotations
 
 import os
+from glob import glob
 
 import numpy
 from setuptools import Extension, setup
@@ -30,35 +31,21 @@ macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
 if DEBUG:
     macros += [("CYTHON_TRACE", "1"), ("CYTHON_TRACE_NOGIL", "1")]
 
+# the compiled modules: rewardcore._<name> from ext/<name>.pyx
+MODULES = ("engine", "redis_batch", "scan", "shm")
+# Cython tracks its .pxd/.pxi includes itself; the C headers they pull in are named here so
+# that a changed header (a regenerated ext/rc_outcome_count.h, say) rebuilds the modules
+HEADERS = sorted(glob("ext/*.h"))
 extensions = [
     Extension(
-        "rewardcore._engine",
-        ["ext/engine.pyx"],
+        f"rewardcore._{name}",
+        [f"ext/{name}.pyx"],
         include_dirs=["ext", numpy.get_include()],
         define_macros=macros,
         extra_compile_args=["-O3"] if not DEBUG else ["-O0", "-g"],
-    ),
-    Extension(
-        "rewardcore._redis_batch",
-        ["ext/redis_batch.pyx"],
-        include_dirs=["ext", numpy.get_include()],
-        define_macros=macros,
-        extra_compile_args=["-O3"] if not DEBUG else ["-O0", "-g"],
-    ),
-    Extension(
-        "rewardcore._scan",
-        ["ext/scan.pyx"],
-        include_dirs=["ext", numpy.get_include()],
-        define_macros=macros,
-        extra_compile_args=["-O3"] if not DEBUG else ["-O0", "-g"],
-    ),
-    Extension(
-        "rewardcore._shm",
-        ["ext/shm.pyx"],
-        include_dirs=["ext", numpy.get_include()],
-        define_macros=macros,
-        extra_compile_args=["-O3"] if not DEBUG else ["-O0", "-g"],
-    ),
+        depends=HEADERS,
+    )
+    for name in MODULES
 ]
 
 setup(
