@@ -90,24 +90,14 @@ local function walk(ev, stored, cur, counts, out)
           out[i] = DUPLICATE
         end
       end
-    elseif kind == BUCKET_CLOSED then
-      if rec == nil or head == REC_EARLY then
-        cur[oid] = REC_TOMBSTONE
-        out[i] = TOMBSTONED
-      elseif head == REC_ROUTED then
-        out[i] = to_core(rec)
-      else
-        out[i] = UNCHANGED
-      end
+    elseif head == REC_ROUTED then
+      out[i] = to_core(rec)  -- a close or completion of an order the core decides
+    elseif kind == BUCKET_CLOSED and (rec == nil or head == REC_EARLY) then
+      cur[oid] = REC_TOMBSTONE
+      out[i] = TOMBSTONED
     else
-      if rec == nil then
-        cur[oid] = REC_EARLY .. arg
-        out[i] = UNCHANGED
-      elseif head == REC_ROUTED then
-        out[i] = to_core(rec)
-      else
-        out[i] = UNCHANGED
-      end
+      if kind == BUCKET_COMPLETED and rec == nil then cur[oid] = REC_EARLY .. arg end
+      out[i] = UNCHANGED
     end
   end
 end
