@@ -8,7 +8,8 @@ counters after the set-up (the fill of the sold-out row) and dumps them after th
 Needs valgrind (callgrind_control). Not collected by pytest.
 
 Run: python bench/redis_instructions.py [open|caps|sold_out|replay ...] [--orders 30000]
-     [--redis-orders 10000] [--batch 2048]
+     [--redis-orders 10000] [--batch 2048] [--keep DIR]
+(--keep DIR leaves the callgrind files there, for `callgrind_annotate`.)
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ def free_port() -> int:
 def count(row: str, b: bench.Bench, out_dir: str) -> tuple[int, int]:
     """(instructions, events) of one row's workload on a fresh server under callgrind."""
     port, out = free_port(), os.path.join(out_dir, f"callgrind.{row}")
+    for stale in glob.glob(out + "*"):  # a kept directory's earlier run
+        os.remove(stale)
     server = subprocess.Popen(
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "redis-server",
          "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
@@ -84,6 +87,7 @@ def main() -> int:
     ap.add_argument("--orders", type=int, default=30_000)
     ap.add_argument("--redis-orders", type=int, default=10_000)
     ap.add_argument("--batch", type=int, default=2048)
+    ap.add_argument("--keep", metavar="DIR", help="keep the callgrind files in DIR")
     args = ap.parse_args()
     if set(args.rows) - set(ROWS):
         ap.error(f"unknown rows {sorted(set(args.rows) - set(ROWS))}: choose from {ROWS}")
@@ -93,7 +97,9 @@ def main() -> int:
     b = bench.Bench(argparse.Namespace(campaign=str(example_path("d11-2026")),
                                        orders=args.orders, batch=args.batch,
                                        redis_orders=args.redis_orders))
-    with tempfile.TemporaryDirectory(prefix="rc-callgrind-") as out_dir:
+    with tempfile.TemporaryDirectory(prefix="rc-callgrind-") as scratch:
+        out_dir = args.keep or scratch
+        os.makedirs(out_dir, exist_ok=True)
         for row in args.rows or ROWS:
             instructions, events = count(row, b, out_dir)
             print(f"{row:9s} {instructions / events:10,.0f} server instructions/event "
