@@ -130,6 +130,39 @@ def test_order_buckets_are_hash_tables_from_their_first_write(redis_url):
     e.close()
 
 
+def test_core_records_are_packed_the_same_by_lua_and_python(redis_url):
+    # The core keeps regions and beneficiaries as fixed binary records; the views read them
+    # with Python's struct, the scripts write them with Lua's.
+    import struct
+
+    from rewardcore import _redis_wire as W
+    client = redis.Redis.from_url(redis_url)
+    for lua_format, py_format, size, values in (
+            (W.REGION_FORMAT, W.REGION_STRUCT, W.REGION_REC, (3, 2, 1, 2.0**52 + 1)),
+            (W.BENEFICIARY_FORMAT, W.BENEFICIARY_STRUCT, W.BENEFICIARY_REC, (-5, 7, 12, 3))):
+        packed = client.eval("return struct.pack(ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]),"
+                             " tonumber(ARGV[4]), tonumber(ARGV[5]))", 0, lua_format, *values)
+        assert len(packed) == size == struct.calcsize(py_format)
+        assert struct.unpack(py_format, packed) == values
+    client.close()
+
+
+def test_another_region_list_under_the_same_campaign_id_is_refused(redis_url):
+    # Region records are kept by the region's index in the campaign: a campaign of the same
+    # id with another region list must not read them as its own.
+    first = make_campaign(regions=((7, 2, ((2, 10),)), (8, 2, ((2, 10),))))
+    e = open_engine(first, redis_url + "?prefix=rl")
+    e.apply([placed("o1", region=8)])
+    before = e.export_state()
+    other = open_engine(make_campaign(regions=((8, 2, ((2, 10),)),)), redis_url + "?prefix=rl")
+    with pytest.raises(BackendError, match="another region list"):
+        other.apply([placed("o2", region=8)])
+    assert e.export_state() == before
+    assert e.region_status(8).remaining == 1 and e.region_status(7).remaining == 2
+    other.close()
+    e.close()
+
+
 def _cli_run(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     return subprocess.run([sys.executable, "-m", "rewardcore", *args], capture_output=True,

@@ -40,6 +40,20 @@ BUCKET_HEADER_FIELD = ""
 BUCKET_HEADER = ("rewardcore order bucket: order id -> record, first character: "
                  "T tombstone, E completed early, - decided, R routed to the core")
 
+# The core's regions (decide_batch.lua KEYS[1]): one string, the campaign's region list
+# fingerprint then one record per region in campaign order: used slots, taken, released slots
+# count (uint32), rank (double: exact to 2**53). REGION_STRUCT is the same for Python's struct.
+REGION_FORMAT = "<I4I4I4d"
+REGION_STRUCT = "<IIId"
+REGION_REC = 20
+
+# The core's beneficiaries (decide_batch.lua KEYS[3]): who -> pending, confirmed, redeemed
+# points, held claims (doubles: exact to 2**53, and points may go below zero), then the
+# holdings per region as text.
+BENEFICIARY_FORMAT = "<dddd"
+BENEFICIARY_STRUCT = "<dddd"
+BENEFICIARY_REC = 32
+
 # Notes on orders whose call was cancelled (core hash oid -> note).
 NOTE_DECIDED = "D"  # "D<outcome>|<slot>|<points>|<rank>"
 NOTE_EARLY = "E"  # "E<ts>": completed before its placement was decided

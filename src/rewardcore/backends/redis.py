@@ -19,6 +19,7 @@ the URL) and, for rediss://, _TLS_PARAMS (ssl_cert_reqs=...); any other is a Con
 from __future__ import annotations
 
 import re
+import struct
 import uuid
 import zlib
 from collections.abc import Callable, Sequence
@@ -42,6 +43,8 @@ except ImportError:  # not built: the plain-Python twins below do the same work
     _rb = None
 
 _pack = msgspec.msgpack.Encoder().encode
+_REGION = struct.Struct(W.REGION_STRUCT)
+_BENEFICIARY = struct.Struct(W.BENEFICIARY_STRUCT)
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _LUA_EXACT = 2**53  # Lua numbers are doubles: integers above this are not exact
 _INT_OPTIONS = {"buckets": (1, 16384), "call_events": (1, 65536), "wait": (0, 64),
@@ -131,18 +134,24 @@ class RedisEngine(Engine):
         self._tag = tag
         core = f"{tag}:core}}"
         (self._k_regions, self._k_claims, self._k_whos, self._k_scalars, self._k_calls,
-         self._k_notes, self._k_stock, self._k_rdm) = self._core_keys = tuple(
-            f"{core}:{k}" for k in ("r", "c", "w", "s", "k", "n", "t", "x"))
+         self._k_notes, self._k_stock, self._k_rdm, self._k_released) = self._core_keys = tuple(
+            f"{core}:{k}" for k in ("r", "c", "w", "s", "k", "n", "t", "x", "l"))
         self._buckets = [(f"{tag}:o{b}}}:ord", f"{tag}:o{b}}}:n") for b in range(buckets)]
+        # the core's region records are kept by campaign index: the fingerprint of the region
+        # list makes a campaign of the same id but other regions an error, not a mix-up
+        self._regions_fingerprint = _regions_fingerprint(campaign)
         self._settings = (f"{self.budget}|{self.cap}|{self.region_cap}|{int(self.releases)}|"
-                          f"{int(campaign.settles_on_placed)}")
-        # what a core call says about each region it names: code (exact, as text), slots, tiers
+                          f"{int(campaign.settles_on_placed)}|{len(campaign.regions)}|"
+                          f"{self._regions_fingerprint}")
+        # what a core call says about each region it names: code (exact, as text), index in
+        # the campaign (1-based), slots, tiers
         self._prize_args = {p.id: (p.cost_points, p.stock) for p in campaign.prizes}
         #: the compiled per-event work (rewardcore._redis_batch) when it is built
         self.compiled = _rb is not None
         self._region_args = {
-            r.code: (str(r.code), r.slots, ",".join(f"{t.upto}:{t.points}" for t in r.tiers))
-            for r in campaign.regions}
+            r.code: (str(r.code), index, r.slots,
+                     ",".join(f"{t.upto}:{t.points}" for t in r.tiers))
+            for index, r in enumerate(campaign.regions, 1)}
 
     @classmethod
     def from_url(cls, campaign: Campaign, url: str) -> Engine:
@@ -349,37 +358,38 @@ class RedisEngine(Engine):
                 rk[i] = reply[x + 3]
 
     # -- views ------------------------------------------------------------------------------
-    def _hgetall_many(self, keys: list[str], what: str) -> list[dict[str, str]]:
+    def _hgetall_many(self, keys: list[str], what: str, raw: bool = False) -> list[dict]:
         per_node: dict[Any, list[int]] = {}
         for x, key in enumerate(keys):
             per_node.setdefault(self.nodes.node_of(key), []).append(x)
         got = self.nodes.commands({node: [("HGETALL", keys[x]) for x in idx]
-                                   for node, idx in per_node.items()}, what)
-        out: list[dict[str, str]] = [{} for _ in keys]
+                                   for node, idx in per_node.items()}, what, raw)
+        out: list[dict] = [{} for _ in keys]
         for node, idx in per_node.items():
             for x, reply in zip(idx, got[node], strict=True):
                 out[x] = _as_dict(reply)
         return out
 
-    def _hget(self, key: str, field: str, what: str) -> str | None:
-        node = self.nodes.node_of(key)
-        return self.nodes.commands({node: [("HGET", key, field)]}, what)[node][0]
+    def _one(self, what: str, *command: Any) -> Any:
+        """One command on the node of its key (command[1]), its reply as bytes."""
+        node = self.nodes.node_of(command[1])
+        return self.nodes.commands({node: [command]}, what, raw=True)[node][0]
 
     def claims(self) -> list[Claim]:
         table = self._hgetall_many([self._k_claims], "read claims")[0]
         return [_claim(oid, rec) for oid, rec in table.items()]
 
     def balances(self) -> dict[str, Balance]:
-        table = self._hgetall_many([self._k_whos], "read balances")[0]
+        table = self._hgetall_many([self._k_whos], "read balances", raw=True)[0]
         out = {}
         for who, rec in table.items():
             bal = _balance(rec)
             if not bal.is_zero():
-                out[who] = bal
+                out[who.decode()] = bal
         return out
 
     def balance(self, beneficiary: str) -> Balance:
-        rec = self._hget(self._k_whos, beneficiary, "read a balance")
+        rec = self._one("read a balance", "HGET", self._k_whos, beneficiary)
         return _balance(rec) if rec else Balance()
 
     def outcome_counts(self) -> dict[Outcome, int]:
@@ -404,30 +414,27 @@ class RedisEngine(Engine):
         region = self.campaign.region_by_code.get(code)
         if region is None:
             return None
-        rec = self._hget(self._k_regions, str(code), "read region status")
-        used, taken, rel = 0, 0, 0
-        if rec:
-            u, _rank, t, released = rec.split("|", 3)
-            used, taken, rel = int(u), int(t), len(released.split(",")) if released else 0
-        remaining = region.slots - used + rel
-        return RegionStatus(code, region.slots, taken, remaining,
+        index = self.campaign.regions.index(region)
+        at = len(self._regions_fingerprint) + index * W.REGION_REC
+        rec = self._one("read region status", "GETRANGE", self._k_regions, at,
+                        at + W.REGION_REC - 1)
+        used, taken, rel, _rank = _REGION.unpack(rec) if rec else (0, 0, 0, 0)
+        return RegionStatus(code, region.slots, taken, region.slots - used + rel,
                             tuple((t.upto, t.points) for t in region.tiers))
 
     def summary(self) -> Summary:
         # Counters only, one pipelined read: claims and balances would mean reading every
         # claim and beneficiary, too much for every scrape.
-        codes = [r.code for r in self.campaign.regions]
         node = self.nodes.node_of(self._k_regions)
-        got = self.nodes.commands({node: [("HMGET", self._k_regions, *map(str, codes)),
+        got = self.nodes.commands({node: [("GET", self._k_regions),
                                           ("HGET", self._k_scalars, "spent")]},
-                                  "read region counters")[node]
-        left = []
-        for region, rec in zip(self.campaign.regions, got[0], strict=True):
-            used, rel = 0, 0
-            if rec:
-                u, _rank, _taken, released = rec.split("|", 3)
-                used, rel = int(u), len(released.split(",")) if released else 0
-            left.append(region.slots - used + rel)
+                                  "read region counters", raw=True)[node]
+        blob = got[0]
+        left = [r.slots for r in self.campaign.regions]
+        if blob:
+            records = _REGION.iter_unpack(blob[len(self._regions_fingerprint):])
+            for x, (used, _taken, rel, _rank) in enumerate(records):
+                left[x] += rel - used
         spent = int(got[1] or 0) if self.budget else None  # kept only when a budget binds
         return Summary(tuple(left), self.stock(), spent)
 
@@ -483,15 +490,21 @@ def _as_refs(items: list[Any], call: str) -> list[Any]:
 
 
 def _claim(oid: str, rec: str) -> Claim:
-    code, slot, points, state, rank, ts, sts, rts, who = rec.split("|", 8)
+    code, slot, points, state, rank, ts, sts, rts, _index, who = rec.split("|", 9)
     values = {"order_id": oid, "region": int(code), "slot": int(slot), "points": int(points),
               "beneficiary": who, "state": _CLAIM_STATE[state], "ts": int(ts),
               "rank": int(rank), "settled_ts": int(sts), "revoked_ts": int(rts)}
     return Claim(**{k: v for k, v in values.items() if k in _CLAIM_FIELDS})
 
 
-def _balance(rec: str) -> Balance:
-    p, c, r, _ = rec.split("|", 3)
+def _regions_fingerprint(campaign: Campaign) -> str:
+    """8 hex digits naming the campaign's region list, in order (the core's record index)."""
+    codes = ",".join(str(r.code) for r in campaign.regions)
+    return f"{zlib.crc32(codes.encode()):08x}"
+
+
+def _balance(rec: bytes) -> Balance:
+    p, c, r, _held = _BENEFICIARY.unpack_from(rec)
     return Balance(int(p), int(c), int(r))
 
 

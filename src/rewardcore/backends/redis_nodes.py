@@ -23,6 +23,7 @@ import hiredis
 import msgspec
 import redis
 from redis.backoff import NoBackoff
+from redis.client import NEVER_DECODE
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import (
@@ -241,14 +242,16 @@ class Nodes:
         except RedisError as exc:
             raise BackendError(f"redis {node.name}: {args[0]} failed: {exc}") from exc
 
-    def commands(self, per_node: dict[_Node, list[tuple[Any, ...]]], what: str) -> dict:
-        """Plain commands pipelined per node; {node: replies}."""
+    def commands(self, per_node: dict[_Node, list[tuple[Any, ...]]], what: str,
+                 raw: bool = False) -> dict:
+        """Plain commands pipelined per node; {node: replies}, as bytes when `raw`."""
         out = {}
+        options = {NEVER_DECODE: True} if raw else {}
         try:
             for node, cmds in per_node.items():
                 pipe = redis.Redis(connection_pool=node.pool).pipeline(transaction=False)
                 for c in cmds:
-                    pipe.execute_command(*c)
+                    pipe.execute_command(*c, **options)
                 out[node] = pipe.execute()
         except RedisError as exc:
             raise BackendError(f"redis {_names(per_node)}: {what} failed: {exc}") from exc

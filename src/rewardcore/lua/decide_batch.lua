@@ -11,21 +11,32 @@
 -- else it cancels X (X, if it still arrives, changes nothing and its client redoes it as
 -- references) and decides the order now, leaving a note so that it is decided only once.
 --
--- KEYS[1] regions       (hash code -> "used|rank|taken|released slots a,b ascending")
+-- KEYS[1] regions       (string: the campaign's region list fingerprint, 8 bytes, then one
+--                        REGION_REC-byte record per region in campaign order: used slots,
+--                        taken (non-revoked claims), released slots count (uint32 each),
+--                        rank (double); one read and one write per call, where a field per
+--                        region cost a few thousand server instructions each way)
 -- KEYS[2] claims        (hash order id -> "code|slot|points|state|rank|ts|settled_ts|
---                        revoked_ts|beneficiary", state p pending, c confirmed, r revoked)
--- KEYS[3] beneficiaries (hash who -> "pending|confirmed|redeemed|held|code:n,code:n",
---                        points; held = non-revoked claims; per-region holdings when capped)
+--                        revoked_ts|region index|beneficiary", state p pending, c confirmed,
+--                        r revoked)
+-- KEYS[3] beneficiaries (hash who -> pending, confirmed, redeemed points and held claims
+--                        (non-revoked), BENEFICIARY_FORMAT, then ",code:n,code:n" the
+--                        holdings per region when that cap is on; binary numbers, because
+--                        parsing them as text was a tenth of an order's cost here)
 -- KEYS[4] scalars       (hash: spent = points of non-revoked claims; outcome code -> count
 --                        of placed events decided here)
 -- KEYS[5] calls         (hash call id -> 1 applied, 0 cancelled)
 -- KEYS[6] notes         (hash order id -> NOTE_*, for orders of cancelled calls)
 -- KEYS[7] stock taken   (hash prize id -> units)
 -- KEYS[8] redemptions   (hash redemption id -> "outcome|points")
+-- KEYS[9] released      (hash region code -> released slots "a,b" ascending; only regions
+--                        that have some)
 -- ARGV[1] this call's id
--- ARGV[2] "budget|cap|region cap|releases 0/1|settles on placed 0/1" (points, claims)
--- ARGV[3] the call's regions, MessagePack flat array, 3 per region: code (string), slots,
---         tiers "upto:points,upto:points"; items name a region by its position (1-based)
+-- ARGV[2] "budget|cap|region cap|releases 0/1|settles on placed 0/1|regions|fingerprint"
+--         (points, claims, the campaign's region count and region list fingerprint)
+-- ARGV[3] the call's regions, MessagePack flat array, 4 per region: code (string), index
+--         in the campaign (1-based), slots, tiers "upto:points,upto:points"; items name a
+--         region by its position in this array (1-based)
 -- ARGV[4] the items, MessagePack flat array (ts as strings: they are only stored, and
 --         text needs no number formatting; Lua numbers are doubles):
 --   CORE_PLACED oid, who, region, ts: a new candidate
@@ -36,15 +47,23 @@
 -- Reply: MessagePack flat array, 4 per item: outcome, slot, points, rank; or
 --   {CALL_CANCELLED} / {CALL_REPEATED} when this call id was seen before.
 local call = ARGV[1]
-local b_, c_, rc_, rel_, onp_ = string.match(ARGV[2], '^(%d+)|(%d+)|(%d+)|(%d)|(%d)$')
+local b_, c_, rc_, rel_, onp_, nr_, fingerprint = string.match(ARGV[2],
+  '^(%d+)|(%d+)|(%d+)|(%d)|(%d)|(%d+)|(%x+)$')
 local budget, cap, region_cap = tonumber(b_), tonumber(c_), tonumber(rc_)
 local releases, on_placed = rel_ == '1', onp_ == '1'
+local n_regions = tonumber(nr_)
 
 local seen_call = redis.call('HGET', KEYS[5], call)
 if seen_call then
   return cmsgpack.pack({seen_call == '0' and CALL_CANCELLED or CALL_REPEATED})
 end
 
+local blob = redis.call('GET', KEYS[1])
+if blob and (#blob ~= #fingerprint + REGION_REC * n_regions
+             or string.sub(blob, 1, #fingerprint) ~= fingerprint) then
+  return redis.error_reply('REGIONS the stored regions are another region list than this ' ..
+                           "campaign's: reset the campaign's state or give it another id")
+end
 local regs = cmsgpack.unpack(ARGV[3])
 local it = cmsgpack.unpack(ARGV[4])
 local nit = #it
@@ -121,23 +140,19 @@ end
 local notes = hmget(KEYS[6], set_of(note_ids))
 local claim_rec = hmget(KEYS[2], set_of(cd_ids))
 local function parse_claim(rec)
-  local code, slot, pts, st, rank, ts, sts, rts, who = string.match(rec,
-    '^([^|]*)|(%d+)|(%d+)|(%a)|(%d+)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+  local code, slot, pts, st, rank, ts, sts, rts, ri, who = string.match(rec,
+    '^([^|]*)|(%d+)|(%d+)|(%a)|(%d+)|([^|]*)|([^|]*)|([^|]*)|(%d+)|(.*)$')
   return {code = code, slot = tonumber(slot), pts = tonumber(pts), st = st,
-          rank = rank, ts = ts, sts = sts, rts = rts, who = who}
+          rank = rank, ts = ts, sts = sts, rts = rts, ri = tonumber(ri), who = who}
 end
 local claims = {}     -- order id -> parsed claim, for the claims this call may change
 local c_out = {}      -- order id -> record to write
-local codes = {}
-for r = 1, #regs, 3 do codes[regs[r]] = true end
 for oid, rec in pairs(claim_rec) do
   local c = parse_claim(rec)
   claims[oid] = c
-  codes[c.code] = true
   whos[c.who] = true
 end
 local wrec = hmget(KEYS[3], set_of(whos))
-local rrec = hmget(KEYS[1], set_of(codes))
 local spent = tonumber(redis.call('HGET', KEYS[4], 'spent')) or 0
 local taken_stock = hmget(KEYS[7], set_of(prizes))
 local rdm = hmget(KEYS[8], set_of(rids))
@@ -147,27 +162,52 @@ local W, R, dirty_w, dirty_r, dirty_c, dirty_n, dirty_x = {}, {}, {}, {}, {}, {}
 local function who_of(who)
   local w = W[who]
   if w then return w end
-  w = {p = 0, c = 0, r = 0, n = 0, reg = {}}
+  w = {p = 0, c = 0, r = 0, n = 0, held = ''}
   local rec = wrec[who]
   if rec then
-    local a, b, c, n, rest = string.match(rec, '^(%-?%d+)|(%-?%d+)|(%-?%d+)|(%d+)|(.*)$')
-    w.p, w.c, w.r, w.n = tonumber(a), tonumber(b), tonumber(c), tonumber(n)
-    for code, m in string.gmatch(rest, '([^:,]+):(%d+)') do w.reg[code] = tonumber(m) end
+    w.p, w.c, w.r, w.n = struct.unpack(BENEFICIARY_FORMAT, rec)
+    w.held = string.sub(rec, BENEFICIARY_REC + 1)
   end
   W[who] = w
   return w
 end
-local function region_of(code)
-  local r = R[code]
-  if r then return r end
-  r = {used = 0, rank = 0, taken = 0, rel = {}}
-  local rec = rrec[code]
-  if rec then
-    local u, k, t, rel = string.match(rec, '^(%d+)|(%d+)|(%d+)|(.*)$')
-    r.used, r.rank, r.taken = tonumber(u), tonumber(k), tonumber(t)
-    for s in string.gmatch(rel, '%d+') do r.rel[#r.rel + 1] = tonumber(s) end
+-- a region by its campaign index: its record, read from the blob on first use; its released
+-- slots (rare: on_close = "release") are a read too, still before the first write
+-- A beneficiary's claims in one region. Most lookups only read (an order into a sold-out
+-- region checks the cap), and a beneficiary may hold claims in hundreds of regions: search
+-- the stored text; parse it into a table (w.reg) only when a count changes.
+local needles = setmetatable({}, {__index = function(t, code)
+  local s = ',' .. code .. ':'; t[code] = s; return s
+end})
+local function held_in(w, code)
+  if w.reg then return w.reg[code] or 0 end
+  local needle = needles[code]
+  local at = string.find(w.held, needle, 1, true)
+  return at and tonumber(string.match(w.held, '^%d+', at + #needle)) or 0
+end
+local function holdings(w)
+  if not w.reg then
+    w.reg = {}
+    for code, m in string.gmatch(w.held, '([^:,]+):(%d+)') do w.reg[code] = tonumber(m) end
   end
-  R[code] = r
+  return w.reg
+end
+local function region_of(index, code)
+  local r = R[index]
+  if r then return r end
+  r = {code = code, used = 0, rank = 0, taken = 0, had_rel = false, rel = {}}
+  if blob then
+    local nrel
+    r.used, r.taken, nrel, r.rank = struct.unpack(REGION_FORMAT, blob,
+                                                  #fingerprint + 1 + (index - 1) * REGION_REC)
+    if nrel > 0 then
+      r.had_rel = true
+      for s in string.gmatch(redis.call('HGET', KEYS[9], code), '%d+') do
+        r.rel[#r.rel + 1] = tonumber(s)
+      end
+    end
+  end
+  R[index] = r
   return r
 end
 local tiers = {}
@@ -175,7 +215,7 @@ local function points_for(ri, slot)
   local t = tiers[ri]
   if not t then
     t = {}
-    for upto, pts in string.gmatch(regs[(ri - 1) * 3 + 3], '(%d+):(%d+)') do
+    for upto, pts in string.gmatch(regs[(ri - 1) * 4 + 4], '(%d+):(%d+)') do
       t[#t + 1] = {tonumber(upto), tonumber(pts)}
     end
     tiers[ri] = t
@@ -192,17 +232,17 @@ local function count(o) counts[o] = (counts[o] or 0) + 1 end
 local function decide(oid, who, ri, ts, early)
   local w = who_of(who)
   if cap > 0 and w.n >= cap then return BENEFICIARY_CAP, 0, 0, 0 end
-  local code = regs[(ri - 1) * 3 + 1]
-  if region_cap > 0 and (w.reg[code] or 0) >= region_cap then
+  local code, index = regs[(ri - 1) * 4 + 1], regs[(ri - 1) * 4 + 2]
+  if region_cap > 0 and held_in(w, code) >= region_cap then
     return BENEFICIARY_REGION_CAP, 0, 0, 0
   end
-  local r = region_of(code)
+  local r = region_of(index, code)
   r.rank = r.rank + 1
-  dirty_r[code] = true
+  dirty_r[index] = true
   local slot, from_rel
   if #r.rel > 0 then
     slot, from_rel = r.rel[1], true
-  elseif r.used < regs[(ri - 1) * 3 + 2] then
+  elseif r.used < regs[(ri - 1) * 4 + 3] then
     slot = r.used + 1
   else
     return SOLD_OUT, 0, 0, r.rank
@@ -216,10 +256,10 @@ local function decide(oid, who, ri, ts, early)
   if on_placed or early ~= '' then st, sts = 'c', ts end
   -- most new claims are not touched again in this call: keep the record, parse on demand
   c_out[oid] = code .. '|' .. S[slot] .. '|' .. S[pts] .. '|' .. st .. '|' .. S[r.rank] .. '|'
-    .. ts .. '|' .. sts .. '|0|' .. who
+    .. ts .. '|' .. sts .. '|0|' .. S[index] .. '|' .. who
   if st == 'p' then w.p = w.p + pts else w.c = w.c + pts end
   w.n = w.n + 1
-  if region_cap > 0 then w.reg[code] = (w.reg[code] or 0) + 1 end
+  if region_cap > 0 then holdings(w)[code] = held_in(w, code) + 1 end
   dirty_w[who] = true
   return AWARDED, slot, pts, r.rank
 end
@@ -239,16 +279,16 @@ local function close(oid, ts)
   local w = who_of(c.who)
   if c.st == 'p' then w.p = w.p - c.pts else w.c = w.c - c.pts end
   w.n = w.n - 1
-  if region_cap > 0 then w.reg[c.code] = (w.reg[c.code] or 1) - 1 end
+  if region_cap > 0 then holdings(w)[c.code] = held_in(w, c.code) - 1 end
   dirty_w[c.who] = true
-  local r = region_of(c.code)
+  local r = region_of(c.ri, c.code)
   r.taken = r.taken - 1
   if releases then
     local j = #r.rel + 1
     while j > 1 and r.rel[j - 1] > c.slot do j = j - 1 end
     table.insert(r.rel, j, c.slot)
   end
-  dirty_r[c.code] = true
+  dirty_r[c.ri] = true
   spent = spent - c.pts
   c.st, c.rts = 'r', ts
   dirty_c[oid] = true
@@ -363,32 +403,54 @@ while p <= nit do
 end
 
 -- writes
-local w_out, r_out, n_out = {}, {}, {}
+local w_out, n_out = {}, {}
 for who in pairs(dirty_w) do
   local w = W[who]
   local reg = ''
-  if region_cap > 0 then
+  if region_cap > 0 and w.reg then
     local parts = {}
-    for code, m in pairs(w.reg) do if m > 0 then parts[#parts + 1] = code .. ':' .. S[m] end end
-    reg = table.concat(parts, ',')
+    for code, m in pairs(w.reg) do
+      if m > 0 then parts[#parts + 1] = ','; parts[#parts + 1] = code .. ':' .. S[m] end
+    end
+    reg = table.concat(parts)
+  elseif region_cap > 0 then
+    reg = w.held  -- no count changed
   end
-  w_out[who] = S[w.p] .. '|' .. S[w.c] .. '|' .. S[w.r] .. '|' .. S[w.n] .. '|' .. reg
+  w_out[who] = struct.pack(BENEFICIARY_FORMAT, w.p, w.c, w.r, w.n) .. reg
 end
-for code in pairs(dirty_r) do
-  local r = R[code]
-  local rel = {}
-  for j = 1, #r.rel do rel[j] = S[r.rel[j]] end
-  r_out[code] = S[r.used] .. '|' .. S[r.rank] .. '|' .. S[r.taken] .. '|'
-    .. table.concat(rel, ',')
+-- the region blob, spliced: unchanged records are copied by the run, not one by one
+local touched, rel_out, rel_gone = {}, {}, {}
+for index in pairs(dirty_r) do touched[#touched + 1] = index end
+if #touched > 0 then
+  table.sort(touched)
+  local base = blob or (fingerprint .. string.rep('\0', REGION_REC * n_regions))
+  local parts, at = {}, 1
+  for _, index in ipairs(touched) do
+    local r, off = R[index], #fingerprint + 1 + (index - 1) * REGION_REC
+    parts[#parts + 1] = string.sub(base, at, off - 1)
+    parts[#parts + 1] = struct.pack(REGION_FORMAT, r.used, r.taken, #r.rel, r.rank)
+    at = off + REGION_REC
+    if #r.rel > 0 then
+      local rel = {}
+      for j = 1, #r.rel do rel[j] = S[r.rel[j]] end
+      rel_out[r.code] = table.concat(rel, ',')
+    elseif r.had_rel then
+      rel_gone[#rel_gone + 1] = r.code
+    end
+  end
+  parts[#parts + 1] = string.sub(base, at)
+  blob = table.concat(parts)
 end
 for oid in pairs(dirty_c) do
   local c = claims[oid]
   c_out[oid] = c.code .. '|' .. S[c.slot] .. '|' .. S[c.pts] .. '|' .. c.st .. '|' .. c.rank
-    .. '|' .. c.ts .. '|' .. c.sts .. '|' .. c.rts .. '|' .. c.who
+    .. '|' .. c.ts .. '|' .. c.sts .. '|' .. c.rts .. '|' .. S[c.ri] .. '|' .. c.who
 end
 for oid in pairs(dirty_n) do n_out[oid] = notes[oid] end
 hset(KEYS[3], w_out)
-hset(KEYS[1], r_out)
+if #touched > 0 then redis.call('SET', KEYS[1], blob) end
+hset(KEYS[9], rel_out)
+for _, code in ipairs(rel_gone) do redis.call('HDEL', KEYS[9], code) end  -- rare
 hset(KEYS[2], c_out)
 hset(KEYS[6], n_out)
 local stock_out, rdm_out = {}, {}
