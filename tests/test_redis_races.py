@@ -114,9 +114,9 @@ def check_invariants(engine: Engine, campaign: Campaign) -> None:
 
 
 def core_consistent(engine: Engine, live: list) -> None:
-    """The sequencer's own counts equal the claims: budget spent, claims per beneficiary
-    (campaign-wide and per region), each region's taken slots."""
-    from rewardcore.backends.redis import RedisEngine
+    """The sequencer's own counts equal the claims: budget spent, claims per beneficiary,
+    each region's taken slots."""
+    from rewardcore.backends.redis import _BENEFICIARY, RedisEngine
 
     if not isinstance(engine, RedisEngine):
         return
@@ -124,11 +124,13 @@ def core_consistent(engine: Engine, live: list) -> None:
     if engine.budget:
         spent = int(engine.nodes.command(node, "HGET", engine._k_scalars, "spent") or 0)
         assert spent == sum(c.points for c in live)
-    whos = engine.nodes.command(node, "HGETALL", engine._k_whos)
-    whos = dict(zip(whos[::2], whos[1::2], strict=True)) if isinstance(whos, list) else whos
+    whos = engine._hgetall_many([engine._k_whos], "read beneficiaries", raw=True)[0]
     held = Counter(c.beneficiary for c in live)
     for who, rec in whos.items():
-        assert int(rec.split("|")[3]) == held[who], f"{who}: claims held"
+        assert _BENEFICIARY.unpack_from(rec)[3] == held[who.decode()], f"{who}: claims held"
+    taken = Counter(c.region for c in live)
+    for region in engine.campaign.regions:
+        assert engine.region_status(region.code).taken == taken[region.code], region.code
 
 
 @pytest.mark.slow
