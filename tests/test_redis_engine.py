@@ -157,10 +157,22 @@ def test_another_region_list_under_the_same_campaign_id_is_refused(redis_url):
     other = open_engine(make_campaign(regions=((8, 2, ((2, 10),)),)), redis_url + "?prefix=rl")
     with pytest.raises(BackendError, match="another region list"):
         other.apply([placed("o2", region=8)])
+    for view in (other.summary, lambda: other.region_status(8)):
+        with pytest.raises(BackendError, match="another region list"):
+            view()
     assert e.export_state() == before
     assert e.region_status(8).remaining == 1 and e.region_status(7).remaining == 2
     other.close()
     e.close()
+    # regions kept as a hash, as an earlier layout did: refused the same way
+    old = open_engine(first, redis_url + "?prefix=rh")
+    client = redis.Redis.from_url(redis_url)
+    client.hset(old._k_regions, "8", "1|1|1|")
+    with pytest.raises(BackendError, match="another version"):
+        old.apply([placed("o1", region=8)])
+    assert old.claims() == []
+    client.close()
+    old.close()
 
 
 def _cli_run(*args: str) -> subprocess.CompletedProcess:

@@ -46,6 +46,11 @@ BUCKET_HEADER = ("rewardcore order bucket: order id -> record, first character: 
 REGION_FORMAT = "<I4I4I4d"
 REGION_STRUCT = "<IIId"
 REGION_REC = 20
+#: the core's regions written for another region list under this campaign id, or by an
+#: earlier layout (the core and the views say so rather than misread them)
+OTHER_REGIONS = ("the stored regions were written for another region list or by another "
+                 "version of rewardcore: reset the campaign's state (rewardcore reset) or give "
+                 "the campaign another id")
 
 # The core's beneficiaries (decide_batch.lua KEYS[3]): who -> pending, confirmed, redeemed
 # points, held claims (doubles: exact to 2**53, and points may go below zero), then the

@@ -143,11 +143,11 @@ class RedisEngine(Engine):
         self._settings = (f"{self.budget}|{self.cap}|{self.region_cap}|{int(self.releases)}|"
                           f"{int(campaign.settles_on_placed)}|{len(campaign.regions)}|"
                           f"{self._regions_fingerprint}")
-        # what a core call says about each region it names: code (exact, as text), index in
-        # the campaign (1-based), slots, tiers
         self._prize_args = {p.id: (p.cost_points, p.stock) for p in campaign.prizes}
         #: the compiled per-event work (rewardcore._redis_batch) when it is built
         self.compiled = _rb is not None
+        # what a core call says about each region it names: code (exact, as text), index in
+        # the campaign (1-based), slots, tiers
         self._region_args = {
             r.code: (str(r.code), index, r.slots,
                      ",".join(f"{t.upto}:{t.points}" for t in r.tiers))
@@ -375,6 +375,18 @@ class RedisEngine(Engine):
         node = self.nodes.node_of(command[1])
         return self.nodes.commands({node: [command]}, what, raw=True)[node][0]
 
+    def _regions_read(self, what: str, start: int, end: int) -> bytes:
+        """Bytes start..end (inclusive, -1 the last) of the core's region records, b"" when
+        there are none yet; BackendError when they are another region list's."""
+        fp = self._regions_fingerprint
+        node = self.nodes.node_of(self._k_regions)
+        head, part = self.nodes.commands(
+            {node: [("GETRANGE", self._k_regions, 0, len(fp) - 1),
+                    ("GETRANGE", self._k_regions, start, end)]}, what, raw=True)[node]
+        if head and head != fp.encode():
+            raise BackendError(f"redis {node.name}: {what}: {W.OTHER_REGIONS}")
+        return part
+
     def claims(self) -> list[Claim]:
         table = self._hgetall_many([self._k_claims], "read claims")[0]
         return [_claim(oid, rec) for oid, rec in table.items()]
@@ -414,28 +426,23 @@ class RedisEngine(Engine):
         region = self.campaign.region_by_code.get(code)
         if region is None:
             return None
-        index = self.campaign.regions.index(region)
-        at = len(self._regions_fingerprint) + index * W.REGION_REC
-        rec = self._one("read region status", "GETRANGE", self._k_regions, at,
-                        at + W.REGION_REC - 1)
+        at = len(self._regions_fingerprint) + (self._region_args[code][1] - 1) * W.REGION_REC
+        rec = self._regions_read("read region status", at, at + W.REGION_REC - 1)
         used, taken, rel, _rank = _REGION.unpack(rec) if rec else (0, 0, 0, 0)
         return RegionStatus(code, region.slots, taken, region.slots - used + rel,
                             tuple((t.upto, t.points) for t in region.tiers))
 
     def summary(self) -> Summary:
-        # Counters only, one pipelined read: claims and balances would mean reading every
-        # claim and beneficiary, too much for every scrape.
-        node = self.nodes.node_of(self._k_regions)
-        got = self.nodes.commands({node: [("GET", self._k_regions),
-                                          ("HGET", self._k_scalars, "spent")]},
-                                  "read region counters", raw=True)[node]
-        blob = got[0]
+        # Counters only: claims and balances would mean reading every claim and beneficiary,
+        # too much for every scrape.
+        blob = self._regions_read("read region counters", 0, -1)
         left = [r.slots for r in self.campaign.regions]
         if blob:
             records = _REGION.iter_unpack(blob[len(self._regions_fingerprint):])
             for x, (used, _taken, rel, _rank) in enumerate(records):
                 left[x] += rel - used
-        spent = int(got[1] or 0) if self.budget else None  # kept only when a budget binds
+        spent = int(self._one("read the budget", "HGET", self._k_scalars, "spent") or 0)
+        spent = spent if self.budget else None  # kept only when a budget binds
         return Summary(tuple(left), self.stock(), spent)
 
     # -- lifecycle --------------------------------------------------------------------------

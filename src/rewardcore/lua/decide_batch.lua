@@ -21,8 +21,8 @@
 --                        r revoked)
 -- KEYS[3] beneficiaries (hash who -> pending, confirmed, redeemed points and held claims
 --                        (non-revoked), BENEFICIARY_FORMAT, then ",code:n,code:n" the
---                        holdings per region when that cap is on; binary numbers, because
---                        parsing them as text was a tenth of an order's cost here)
+--                        holdings per region when that cap is on; the numbers binary: one
+--                        struct.unpack rather than four numbers parsed from text)
 -- KEYS[4] scalars       (hash: spent = points of non-revoked claims; outcome code -> count
 --                        of placed events decided here)
 -- KEYS[5] calls         (hash call id -> 1 applied, 0 cancelled)
@@ -58,11 +58,10 @@ if seen_call then
   return cmsgpack.pack({seen_call == '0' and CALL_CANCELLED or CALL_REPEATED})
 end
 
-local blob = redis.call('GET', KEYS[1])
-if blob and (#blob ~= #fingerprint + REGION_REC * n_regions
-             or string.sub(blob, 1, #fingerprint) ~= fingerprint) then
-  return redis.error_reply('REGIONS the stored regions are another region list than this ' ..
-                           "campaign's: reset the campaign's state or give it another id")
+local read, blob = pcall(redis.call, 'GET', KEYS[1])  -- a hash: an earlier layout
+if not read or (blob and (#blob ~= #fingerprint + REGION_REC * n_regions
+                          or string.sub(blob, 1, #fingerprint) ~= fingerprint)) then
+  return redis.error_reply('REGIONS ' .. OTHER_REGIONS)
 end
 local regs = cmsgpack.unpack(ARGV[3])
 local it = cmsgpack.unpack(ARGV[4])
@@ -171,8 +170,6 @@ local function who_of(who)
   W[who] = w
   return w
 end
--- a region by its campaign index: its record, read from the blob on first use; its released
--- slots (rare: on_close = "release") are a read too, still before the first write
 -- A beneficiary's claims in one region. Most lookups only read (an order into a sold-out
 -- region checks the cap), and a beneficiary may hold claims in hundreds of regions: search
 -- the stored text; parse it into a table (w.reg) only when a count changes.
@@ -192,6 +189,8 @@ local function holdings(w)
   end
   return w.reg
 end
+-- a region by its campaign index: its record, read from the blob on first use; its released
+-- slots (rare: on_close = "release") are a read too, still before the first write
 local function region_of(index, code)
   local r = R[index]
   if r then return r end
