@@ -203,7 +203,7 @@ def _plain_json(buf: bytes | memoryview, events: list[Event], by_line: bool) -> 
 def _plain_json_twin(buf: bytes | memoryview, events: list[Event]) -> bool:
     """_plain_json in plain Python, for a build without rewardcore._scan. It may call more
     batches plain than the compiled tally (a redeem line with one colon more is decoded on
-    its own here), never one whose events the exact path would reject."""
+    its own here); neither calls plain a batch with a duplicate key or a nested value."""
     a = np.frombuffer(buf, np.uint8)
     types = list(map(type, events))  # a tally in C: list.count is the cheapest found
     placed, redeems = types.count(Placed), types.count(Redeem)
