@@ -30,7 +30,7 @@ typedef struct {
     size_t newlines;  /* '\n' in the whole buffer */
     int lined;        /* lines and events one to one, each line plain for its event */
     /* the pass so far */
-    size_t line_start, line_colons, event;
+    size_t line_start, event;
 } rc_json_tally_t;
 
 /* Exactly one `"qty":` key at the top of a line known to hold one event. */
@@ -45,12 +45,12 @@ static inline int rc_one_qty_key(const unsigned char *p, size_t n) {
     return found == 1;
 }
 
-/* The line from t->line_start to `end` (its newline, or the buffer's end) is over. */
+/* The line from t->line_start to `end` (its newline, or the buffer's end), which holds
+ * `colons` ':', is over. */
 static inline void rc_json_line_end(rc_json_tally_t *t, const unsigned char *p, size_t end,
-                                    const unsigned char *keys, size_t events) {
-    size_t start = t->line_start, colons = t->line_colons;
+                                    size_t colons, const unsigned char *keys, size_t events) {
+    size_t start = t->line_start;
     t->colons += colons;
-    t->line_colons = 0;
     t->line_start = end + 1;
     if (end == start || !t->lined)
         return;  /* a blank line: msgspec skips it too */
@@ -65,46 +65,60 @@ static inline void rc_json_line_end(rc_json_tally_t *t, const unsigned char *p, 
         t->lined = 0;
 }
 
-static inline void rc_json_byte(rc_json_tally_t *t, const unsigned char *p, size_t i,
-                                const unsigned char *keys, size_t events) {
-    if (p[i] == ':') {
-        t->line_colons++;
-    } else if (p[i] == '\n') {
-        t->newlines++;
-        rc_json_line_end(t, p, i, keys, events);
-    }
-}
+#ifdef __SSE2__
+/* set bits of a byte: a table, as the baseline x86-64 build has no popcount instruction */
+static const unsigned char rc_bits8[256] = {
+#define RC_B2(n) n, n + 1, n + 1, n + 2
+#define RC_B4(n) RC_B2(n), RC_B2(n + 1), RC_B2(n + 1), RC_B2(n + 2)
+#define RC_B6(n) RC_B4(n), RC_B4(n + 1), RC_B4(n + 1), RC_B4(n + 2)
+    RC_B6(0), RC_B6(1), RC_B6(1), RC_B6(2)
+#undef RC_B2
+#undef RC_B4
+#undef RC_B6
+};
+
+static inline unsigned rc_bits16(unsigned m) { return rc_bits8[m & 0xFF] + rc_bits8[m >> 8]; }
+#endif
 
 /* Tally p[0:n]. `keys` (one per event, `events` of them) may be NULL: colons and newlines
  * only, and `lined` is 0. */
 static void rc_json_tally(const unsigned char *p, size_t n, const unsigned char *keys,
                           size_t events, rc_json_tally_t *t) {
-    size_t i = 0;
+    size_t i = 0, colons = 0;  /* colons: of the line so far */
     memset(t, 0, sizeof *t);
     t->lined = keys != NULL;
 #ifdef __SSE2__
-    /* 16 bytes at a time; colons and newlines are few, so walk their bits */
+    /* 16 bytes at a time: a chunk's colons counted at once, its newlines (few) one by one */
     const __m128i colon = _mm_set1_epi8(':'), newline = _mm_set1_epi8('\n');
     for (; i + 16 <= n; i += 16) {
         __m128i x = _mm_loadu_si128((const __m128i *)(p + i));
+        unsigned cm = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, colon));
         unsigned nl = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, newline));
-        unsigned all = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, colon)) | nl;
-        while (all) {
-            unsigned bit = (unsigned)__builtin_ctz(all);
-            all &= all - 1;
-            if (nl >> bit & 1) {
-                t->newlines++;
-                rc_json_line_end(t, p, i + bit, keys, events);
-            } else {
-                t->line_colons++;
-            }
+        while (nl) {
+            unsigned bit = (unsigned)__builtin_ctz(nl), before = (1u << bit) - 1;
+            nl &= nl - 1;
+            colons += rc_bits16(cm & before);
+            cm &= ~before;
+            t->newlines++;
+            rc_json_line_end(t, p, i + bit, colons, keys, events);
+            colons = 0;
         }
+        colons += rc_bits16(cm);
     }
 #endif
-    for (; i < n; i++)
-        rc_json_byte(t, p, i, keys, events);
+    for (; i < n; i++) {
+        if (p[i] == ':') {
+            colons++;
+        } else if (p[i] == '\n') {
+            t->newlines++;
+            rc_json_line_end(t, p, i, colons, keys, events);
+            colons = 0;
+        }
+    }
     if (t->line_start < n)
-        rc_json_line_end(t, p, n, keys, events);  /* the last line, without its newline */
+        rc_json_line_end(t, p, n, colons, keys, events);  /* the last line, without its newline */
+    else
+        t->colons += colons;
     if (t->event != events)
         t->lined = 0;
 }
