@@ -1,8 +1,12 @@
 # cython: language_level=3
-"""Scanning JSON-lines input (the CLI's replay, the durable log): routing lines to workers by
-order id, finding line ends, CRC-32C checksums, the hash probe saved state records. Its own
-small module: the durable code and the shared-memory engine both use it."""
+"""Scanning JSON-lines input (the codec, the CLI's replay, the durable log): the colon tally
+of a decoded batch, routing lines to workers by order id, finding line ends, CRC-32C
+checksums, the hash probe saved state records. Its own small module, importing nothing of
+rewardcore: the codec, the durable code and the shared-memory engine all use it."""
 
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.object cimport PyObject, PyTypeObject
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memchr, memcpy
 
@@ -17,8 +21,72 @@ cdef extern from "shm_route.h":
     int rc_json_order_id(const char *p, const char *end, const char **s, size_t *n) nogil
 
 
+cdef extern from "json_tally.h":
+    enum:
+        RC_MAY_GIVE_QTY
+    ctypedef struct rc_json_tally_t:
+        size_t colons
+        size_t newlines
+        int lined
+    void rc_json_tally(const unsigned char *p, size_t n, const unsigned char *keys,
+                       size_t events, rc_json_tally_t *t) nogil
+
+
 cdef extern from "shm_crc.h":
     uint32_t rc_crc32c(uint32_t crc, const void *data, size_t n) nogil
+
+
+# -- the colon tally of a decoded JSON batch ----------------------------------------------
+cdef extern from "Python.h":
+    PyTypeObject *type_of "Py_TYPE"(PyObject *o) nogil  # a borrowed reference, no count
+
+
+cdef enum:
+    MAX_KINDS = 8
+
+
+def json_plain(const uint8_t[::1] data, list events, tuple kinds, const uint8_t[::1] kind_keys,
+               bint by_line):
+    """(plain, newlines) of a batch that decoded to `events`, every one of a type in `kinds`.
+
+    `kind_keys[k]` is the number of keys an event of `kinds[k]` must have, plus 0x80
+    (RC_MAY_GIVE_QTY) when it may give one optional `qty` besides. Plain: the batch's ':' are exactly its events' keys,
+    or (`by_line`, for JSON lines) each line has its own event's, or one more that is a
+    `"qty":` key (ext/json_tally.h says why a line is then one event). Unsure is not plain.
+    """
+    cdef Py_ssize_t n = data.shape[0], count = PyList_GET_SIZE(events)
+    cdef Py_ssize_t nk = len(kinds), i, k
+    cdef PyTypeObject *types[MAX_KINDS]
+    cdef PyTypeObject *t
+    cdef uint8_t *keys = NULL
+    cdef size_t expected = 0
+    cdef bint known = True, plain
+    cdef rc_json_tally_t tally
+    if nk > MAX_KINDS or kind_keys.shape[0] != nk:
+        raise ValueError(f"kinds: at most {MAX_KINDS}, one key count each")
+    for k in range(nk):
+        types[k] = <PyTypeObject *> kinds[k]
+    if count:
+        keys = <uint8_t *> PyMem_Malloc(count)
+        if keys == NULL:
+            raise MemoryError()
+    try:
+        for i in range(count):
+            t = type_of(PyList_GET_ITEM(events, i))
+            k = 0
+            while k < nk and types[k] != t:  # the most frequent kind first
+                k += 1
+            if k == nk:
+                known = False
+                break
+            keys[i] = kind_keys[k]
+            expected += kind_keys[k] & ~RC_MAY_GIVE_QTY
+        rc_json_tally(<const unsigned char *> &data[0] if n else <const unsigned char *> b"",
+                      n, keys if by_line and known else NULL, count, &tally)
+    finally:
+        PyMem_Free(keys)
+    plain = known and (tally.colons == expected or tally.lined)
+    return plain, tally.newlines
 
 
 # -- routing lines of a JSON-lines input to workers -------------------------------------

@@ -16,7 +16,9 @@ Two checks msgspec does not make:
   may keep the first, so an event with a key given twice is rejected. The fast path proves
   there is none by counting: a batch whose events have no key beyond their required ones
   has exactly as many `:` (JSON) or map entries (MessagePack) as those keys, and then also
-  no nesting; a redeem that gives its optional `qty` is looked at on its own; any other
+  no nesting; a redeem that gives its optional `qty` has one more, which for JSON lines
+  must be a `"qty":` key on the redeem's own line (one compiled pass over the batch,
+  `rewardcore._scan.json_plain`; a plain-Python twin when it is not built); any other
   surplus (unknown fields, a colon inside a string) has the batch checked event by event.
 """
 
@@ -26,12 +28,17 @@ import base64
 import json
 import re
 from collections.abc import Callable, Iterator
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO
 
 import msgspec
 import numpy as np
 
 from .events import Closed, Completed, Event, Placed, Redeem
+
+try:
+    from . import _scan
+except ImportError:  # not built: the plain-Python twin of its tally does the same work
+    _scan = None  # type: ignore[assignment]
 
 _json_event = msgspec.json.Decoder(Event)
 _json_events = msgspec.json.Decoder(list[Event])
@@ -52,7 +59,11 @@ MAX_DEAD_PER_BATCH = 1000
 # no duplicate and no nested value.
 _REQUIRED_KEYS = {t: 1 + sum(f.required for f in msgspec.structs.fields(t))
                   for t in (Placed, Closed, Completed, Redeem)}
-assert _REQUIRED_KEYS[Closed] == _REQUIRED_KEYS[Completed]  # _plain_json counts them as one
+# For the compiled tally: the kinds, the most frequent first (it tries them in this order),
+# and each one's required keys, flagged when the kind may give an optional qty besides.
+_KINDS = (Placed, Completed, Closed, Redeem)
+_MAY_GIVE_QTY = 0x80
+_KIND_KEYS = bytes(_REQUIRED_KEYS[t] | (_MAY_GIVE_QTY if t is Redeem else 0) for t in _KINDS)
 _COLON = ord(":")
 # Bytes that cannot start a JSON value: such a line is malformed without asking msgspec.
 _NOT_JSON_START = np.ones(256, bool)
@@ -180,9 +191,19 @@ class _DeadList:
 
 
 # -- JSON -----------------------------------------------------------------------------------
-def _plain_json(buf: bytes | memoryview, events: list[Event]) -> bool:
-    """No event of the batch has a key beyond its required ones and a redeem's optional
-    `qty` (so no duplicate, nothing nested): the batch's ':' count is those keys' count."""
+def _plain_json(buf: bytes | memoryview, events: list[Event], by_line: bool) -> tuple[bool, int]:
+    """(plain, newlines of buf). Plain: no event of the batch has a key beyond its required
+    ones and a redeem's optional `qty` (so no duplicate, nothing nested), which the ':'
+    count shows; `by_line` for JSON lines (a batch's line count comes with it)."""
+    if _scan is not None:
+        return _scan.json_plain(buf, events, _KINDS, _KIND_KEYS, by_line)
+    return _plain_json_twin(buf, events), bytes(buf).count(b"\n")
+
+
+def _plain_json_twin(buf: bytes | memoryview, events: list[Event]) -> bool:
+    """_plain_json in plain Python, for a build without rewardcore._scan. It may call more
+    batches plain than the compiled tally (a redeem line with one colon more is decoded on
+    its own here); neither calls plain a batch with a duplicate key or a nested value."""
     a = np.frombuffer(buf, np.uint8)
     types = list(map(type, events))  # a tally in C: list.count is the cheapest found
     placed, redeems = types.count(Placed), types.count(Redeem)
@@ -283,14 +304,21 @@ def _json_one(raw: bytes) -> Event:
 
 def decode_jsonl(buf: bytes | memoryview, first_line: int = 1, base_offset: int = 0) -> Batch:
     """Decode newline-delimited JSON events; blank lines are skipped."""
+    return _decode_jsonl(buf, first_line, base_offset)[0]
+
+
+def _decode_jsonl(buf: bytes | memoryview, first_line: int, base_offset: int
+                  ) -> tuple[Batch, int]:
+    """decode_jsonl and the newlines of buf (which the fast path's tally counts anyway)."""
     try:
         events = _json_event.decode_lines(buf)
     except Exception:  # any failure: find the bad events one by one
-        pass
-    else:
-        if _plain_json(buf, events):
-            return events, []
-    return _jsonl_one_by_one(bytes(buf), first_line, base_offset)
+        data = bytes(buf)
+        return _jsonl_one_by_one(data, first_line, base_offset), data.count(b"\n")
+    plain, newlines = _plain_json(buf, events, True)
+    if plain:
+        return (events, []), newlines
+    return _jsonl_one_by_one(bytes(buf), first_line, base_offset), newlines
 
 
 def _jsonl_one_by_one(data: bytes, first_line: int, base_offset: int) -> Batch:
@@ -376,7 +404,7 @@ def decode_json_array(buf: bytes) -> Batch:
     except Exception:
         pass
     else:
-        if _plain_json(buf, events):
+        if _plain_json(buf, events, False)[0]:
             return events, []
     return _array_one_by_one(buf, "a JSON array of events", _json_raws.decode,
                              _json_array_items, _json_one)
@@ -589,7 +617,7 @@ def read_jsonl(stream: BinaryIO, batch: int = DEFAULT_BATCH) -> Iterator[Batch]:
     blocks = JsonlBlocks(stream, max(batch, 1) * 160)
     line = 1
     for body, offset in blocks:
-        lines = cast(bytes, body.obj).count(b"\n", 0, len(body))  # a view of bytes, at 0
-        yield decode_jsonl(body, line, offset)
+        decoded, lines = _decode_jsonl(body, line, offset)
+        yield decoded
         line += lines
         blocks.block = max(4096, batch * len(body) // max(lines, 1))
