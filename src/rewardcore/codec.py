@@ -128,8 +128,8 @@ Batch = tuple[list[Event], list[DeadLetter]]
 
 #: Events per batch when streaming. Small enough that a batch's decoded objects are still in
 #: the core's L2 cache when the engine reads them: at 4096 they are not, and a replay ran
-#: 0.52-0.57 x decode speed against 0.66-0.73 x at 512 (rewardcore bench, same runs);
-#: callgrind's cache model agrees (half the engine's last-level misses).
+#: 0.29-0.53 x decode speed against 0.79-1.06 x at 512 (rewardcore bench, same runs; see
+#: docs/engine.md); callgrind's cache model agrees (half the engine's last-level misses).
 DEFAULT_BATCH = 512
 
 
