@@ -139,7 +139,7 @@ def test_core_records_are_packed_the_same_by_lua_and_python(redis_url):
     client = redis.Redis.from_url(redis_url)
     for lua_format, py_format, size, values in (
             (W.REGION_FORMAT, W.REGION_STRUCT, W.REGION_REC, (3, 2, 1, 2.0**52 + 1)),
-            (W.BENEFICIARY_FORMAT, W.BENEFICIARY_STRUCT, W.BENEFICIARY_REC, (-5, 7, 12, 3))):
+            (W.BENEFICIARY_FORMAT, W.BENEFICIARY_FORMAT, W.BENEFICIARY_REC, (-5, 7, 12, 3))):
         packed = client.eval("return struct.pack(ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]),"
                              " tonumber(ARGV[4]), tonumber(ARGV[5]))", 0, lua_format, *values)
         assert len(packed) == size == struct.calcsize(py_format)

@@ -54,9 +54,8 @@ OTHER_REGIONS = ("the stored regions were written for another region list or by 
 
 # The core's beneficiaries (decide_batch.lua KEYS[3]): who -> pending, confirmed, redeemed
 # points, held claims (doubles: exact to 2**53, and points may go below zero), then the
-# holdings per region as text.
+# holdings per region as text. The format reads the same in Lua's struct and Python's.
 BENEFICIARY_FORMAT = "<dddd"
-BENEFICIARY_STRUCT = "<dddd"
 BENEFICIARY_REC = 32
 
 # Notes on orders whose call was cancelled (core hash oid -> note).

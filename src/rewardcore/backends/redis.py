@@ -44,7 +44,7 @@ except ImportError:  # not built: the plain-Python twins below do the same work
 
 _pack = msgspec.msgpack.Encoder().encode
 _REGION = struct.Struct(W.REGION_STRUCT)
-_BENEFICIARY = struct.Struct(W.BENEFICIARY_STRUCT)
+_BENEFICIARY = struct.Struct(W.BENEFICIARY_FORMAT)
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _LUA_EXACT = 2**53  # Lua numbers are doubles: integers above this are not exact
 _INT_OPTIONS = {"buckets": (1, 16384), "call_events": (1, 65536), "wait": (0, 64),
@@ -375,17 +375,19 @@ class RedisEngine(Engine):
         node = self.nodes.node_of(command[1])
         return self.nodes.commands({node: [command]}, what, raw=True)[node][0]
 
-    def _regions_read(self, what: str, start: int, end: int) -> bytes:
+    def _regions_read(self, what: str, start: int, end: int,
+                      also: Sequence[tuple[Any, ...]] = ()) -> tuple[bytes, list[Any]]:
         """Bytes start..end (inclusive, -1 the last) of the core's region records, b"" when
-        there are none yet; BackendError when they are another region list's."""
+        there are none yet, and the replies to `also` (more commands on the core's keys, in
+        the same round trip); BackendError when the records are another region list's."""
         fp = self._regions_fingerprint
         node = self.nodes.node_of(self._k_regions)
-        head, part = self.nodes.commands(
+        head, part, *rest = self.nodes.commands(
             {node: [("GETRANGE", self._k_regions, 0, len(fp) - 1),
-                    ("GETRANGE", self._k_regions, start, end)]}, what, raw=True)[node]
+                    ("GETRANGE", self._k_regions, start, end), *also]}, what, raw=True)[node]
         if head and head != fp.encode():
             raise BackendError(f"redis {node.name}: {what}: {W.OTHER_REGIONS}")
-        return part
+        return part, rest
 
     def claims(self) -> list[Claim]:
         table = self._hgetall_many([self._k_claims], "read claims")[0]
@@ -427,23 +429,23 @@ class RedisEngine(Engine):
         if region is None:
             return None
         at = len(self._regions_fingerprint) + (self._region_args[code][1] - 1) * W.REGION_REC
-        rec = self._regions_read("read region status", at, at + W.REGION_REC - 1)
+        rec, _ = self._regions_read("read region status", at, at + W.REGION_REC - 1)
         used, taken, rel, _rank = _REGION.unpack(rec) if rec else (0, 0, 0, 0)
         return RegionStatus(code, region.slots, taken, region.slots - used + rel,
                             tuple((t.upto, t.points) for t in region.tiers))
 
     def summary(self) -> Summary:
-        # Counters only: claims and balances would mean reading every claim and beneficiary,
-        # too much for every scrape.
-        blob = self._regions_read("read region counters", 0, -1)
+        # Counters only, one round trip: claims and balances would mean reading every claim
+        # and beneficiary, too much for every scrape.
+        blob, (spent,) = self._regions_read("read region counters", 0, -1,
+                                            [("HGET", self._k_scalars, "spent")])
         left = [r.slots for r in self.campaign.regions]
         if blob:
             records = _REGION.iter_unpack(blob[len(self._regions_fingerprint):])
             for x, (used, _taken, rel, _rank) in enumerate(records):
                 left[x] += rel - used
-        spent = int(self._one("read the budget", "HGET", self._k_scalars, "spent") or 0)
-        spent = spent if self.budget else None  # kept only when a budget binds
-        return Summary(tuple(left), self.stock(), spent)
+        # spent is kept only when a budget binds
+        return Summary(tuple(left), self.stock(), int(spent or 0) if self.budget else None)
 
     # -- lifecycle --------------------------------------------------------------------------
     def reset(self) -> None:

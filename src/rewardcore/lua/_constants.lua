@@ -42,7 +42,6 @@ local REGION_STRUCT = '<IIId'
 local REGION_REC = 20
 local OTHER_REGIONS = "the stored regions were written for another region list or by another version of rewardcore: reset the campaign's state (rewardcore reset) or give the campaign another id"
 local BENEFICIARY_FORMAT = '<dddd'
-local BENEFICIARY_STRUCT = '<dddd'
 local BENEFICIARY_REC = 32
 local NOTE_DECIDED = 'D'
 local NOTE_EARLY = 'E'
