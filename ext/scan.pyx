@@ -44,15 +44,19 @@ cdef extern from "Python.h":
 cdef enum:
     MAX_KINDS = 8
 
+#: the flag of a kind that may give one optional `qty` key besides its required ones
+MAY_GIVE_QTY = RC_MAY_GIVE_QTY
+
 
 def json_plain(const uint8_t[::1] data, list events, tuple kinds, const uint8_t[::1] kind_keys,
                bint by_line):
     """(plain, newlines) of a batch that decoded to `events`, every one of a type in `kinds`.
 
-    `kind_keys[k]` is the number of keys an event of `kinds[k]` must have, plus 0x80
-    (RC_MAY_GIVE_QTY) when it may give one optional `qty` besides. Plain: the batch's ':' are exactly its events' keys,
-    or (`by_line`, for JSON lines) each line has its own event's, or one more that is a
-    `"qty":` key (ext/json_tally.h says why a line is then one event). Unsure is not plain.
+    `kind_keys[k]` is the number of keys an event of `kinds[k]` must have, plus
+    MAY_GIVE_QTY when it may give one optional `qty` besides. Plain: the batch's ':' are
+    exactly its events' keys, or (`by_line`, for JSON lines) each line has its own event's,
+    or one more that is a `"qty":` key (ext/json_tally.h says why a line is then one event).
+    Unsure is not plain.
     """
     cdef Py_ssize_t n = data.shape[0], count = PyList_GET_SIZE(events)
     cdef Py_ssize_t nk = len(kinds), i, k

@@ -8,6 +8,8 @@ import numpy.typing as npt
 
 Buffer = bytes | bytearray | memoryview | Any
 
+MAY_GIVE_QTY: int
+
 def json_plain(
     data: Buffer, events: list[Any], kinds: tuple[type, ...], kind_keys: bytes, by_line: bool,
 ) -> tuple[bool, int]: ...

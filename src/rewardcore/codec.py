@@ -62,8 +62,8 @@ _REQUIRED_KEYS = {t: 1 + sum(f.required for f in msgspec.structs.fields(t))
 # For the compiled tally: the kinds, the most frequent first (it tries them in this order),
 # and each one's required keys, flagged when the kind may give an optional qty besides.
 _KINDS = (Placed, Completed, Closed, Redeem)
-_MAY_GIVE_QTY = 0x80
-_KIND_KEYS = bytes(_REQUIRED_KEYS[t] | (_MAY_GIVE_QTY if t is Redeem else 0) for t in _KINDS)
+_KIND_KEYS = bytes(_REQUIRED_KEYS[t] | (_scan.MAY_GIVE_QTY if t is Redeem else 0)
+                   for t in _KINDS) if _scan is not None else b""
 _COLON = ord(":")
 # Bytes that cannot start a JSON value: such a line is malformed without asking msgspec.
 _NOT_JSON_START = np.ones(256, bool)
