@@ -25,6 +25,9 @@ from rewardcore import _redis_wire as W
 cdef extern from "Python.h":
     const char *PyUnicode_AsUTF8AndSize(object s, Py_ssize_t *size) except NULL
 
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from libc.string cimport memcpy
+
 cdef int BUCKET_PLACED = W.BUCKET_PLACED
 cdef int BUCKET_CLOSED = W.BUCKET_CLOSED
 cdef int BUCKET_COMPLETED = W.BUCKET_COMPLETED
@@ -120,21 +123,53 @@ def bucket_items(list events, Py_ssize_t lo, Py_ssize_t hi, int nb, int64_t star
     return args, bucket, pos
 
 
+cdef bytes _candidate_ids(object order, int64_t ts):
+    """A new candidate's order id and ts as the core reads them (W.CANDIDATE_IDS): the
+    id's UTF-8 length (uint32 little-endian), its bytes, the ts text's length, the text."""
+    cdef Py_ssize_t n, m
+    cdef const char *u = PyUnicode_AsUTF8AndSize(order, &n)
+    cdef bytes t = b"%d" % ts
+    m = len(t)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, 4 + n + 1 + m)
+    cdef char *p = PyBytes_AS_STRING(out)
+    p[0] = <char> (n & 0xFF)
+    p[1] = <char> ((n >> 8) & 0xFF)
+    p[2] = <char> ((n >> 16) & 0xFF)
+    p[3] = <char> ((n >> 24) & 0xFF)
+    memcpy(p + 4, u, n)
+    p[4 + n] = <char> m
+    memcpy(p + 5 + n, PyBytes_AS_STRING(t), m)
+    return out
+
+
+cdef inline int _who_index(dict whos, object who):
+    cdef object j = whos.get(who)
+    if j is None:
+        j = whos[who] = len(whos) + 1
+    return j
+
+
 def core_items(list events, Py_ssize_t lo, cnp.ndarray[int32_t] bucket,
                cnp.ndarray[int32_t] pos, list replies, dict regions, dict prizes,
                bint pays_merchant, cnp.ndarray[uint8_t] outcome):
     """The core step's items, in the batch's order, from the buckets' replies (`replies[b]`
-    is bucket b's reply or None). Final outcomes go straight into `outcome`. Returns (items,
+    is bucket b's reply or None). Final outcomes go straight into `outcome`. Returns
+    ((items, beneficiaries, candidate ids, places of the items other than new candidates),
     rows: per item its event row or -1 when the event's answer is already final, the
-    regions the items name: code, slots, tiers, 3 per region)."""
+    regions the items name: code, index, slots, tiers, 4 per region)."""
     cdef list items = []
+    cdef dict whos = {}
+    cdef list ids = []
+    cdef Py_ssize_t at = 1
+    cdef list rare = []
     cdef list rows = []
     cdef dict reg_index = {}
     cdef list reg_flat = []
     cdef Py_ssize_t i, j, n = bucket.shape[0]
     cdef int b
     cdef rc_rec r
-    cdef object reply, region, ri, ev, who
+    cdef object reply, region, ri, ev
+    cdef bytes record
     for j in range(n):
         i = lo + j
         ev = events[i]
@@ -142,7 +177,9 @@ def core_items(list events, Py_ssize_t lo, cnp.ndarray[int32_t] bucket,
         b = bucket[j]
         if b < 0:
             prize = prizes.get(<object> r.prize)
-            items += (CORE_REDEEM, <object> r.order, <object> r.who, <object> r.prize, r.qty,
+            rare.append(len(items) + 1)
+            items += (CORE_REDEEM, <object> r.order, _who_index(whos, <object> r.who),
+                      <object> r.prize, r.qty,
                       prize[0] if prize is not None else -1,
                       prize[1] if prize is not None else 0)
             rows.append(i)
@@ -155,7 +192,10 @@ def core_items(list events, Py_ssize_t lo, cnp.ndarray[int32_t] bucket,
                 if ri is None:
                     ri = reg_index[region] = len(reg_index) + 1
                     reg_flat.extend(regions[region])
-                items += (CORE_PLACED, <object> r.order, <object> r.who, ri, _ts(r.ts))
+                items += (CORE_PLACED, _who_index(whos, <object> r.who), ri, at)
+                record = _candidate_ids(<object> r.order, r.ts)
+                ids.append(record)
+                at += len(record)
                 rows.append(i)
             else:
                 outcome[i] = <uint8_t> reply
@@ -177,13 +217,15 @@ def core_items(list events, Py_ssize_t lo, cnp.ndarray[int32_t] bucket,
                 ref, _, early = reply[1:].partition("=")
                 outcome[i] = DUPLICATE
                 rows.append(-1)
-            items += (CORE_PLACED_AGAIN, <object> r.order, <object> r.who, ri, _ts(r.ts),
-                      early, ref)
+            rare.append(len(items) + 1)
+            items += (CORE_PLACED_AGAIN, <object> r.order, _who_index(whos, <object> r.who),
+                      ri, _ts(r.ts), early, ref)
         else:  # "C<ref>": closed / completed of an order the core decides
+            rare.append(len(items) + 1)
             items += (CORE_CLOSED if r.kind == K_CLOSED else CORE_COMPLETED, <object> r.order,
                       _ts(r.ts), reply[1:])
             rows.append(i)
-    return items, rows, reg_flat
+    return (items, list(whos), b"".join(ids), rare), rows, reg_flat
 
 
 def fill(list reply, list rows, cnp.ndarray[uint8_t] outcome, cnp.ndarray[int32_t] slot,

@@ -357,6 +357,19 @@ def test_compiled_and_python_clients_send_the_same_items(redis_url, peak, compil
     slow = engine._bucket_items(events, 0, 3000)
     assert fast[0] == slow[0]
     assert fast[1].tolist() == slow[1] and fast[2].tolist() == slow[2]
+    # and the same core items: two more clients (each on a prefix of its own, from the same
+    # empty state) apply the same events, one compiled, one not
+    sent = {}
+    for twin in (True, False):
+        probe = open_engine(campaign, f"{redis_url}?prefix=probe{int(twin)}")
+        probe.compiled = twin
+        probe._client_id = "twin"  # items name earlier calls by id
+        real_core = probe._core
+        probe._core = lambda call, core, *rest, twin=twin, real_core=real_core: (
+            sent.setdefault(twin, []).append(core), real_core(call, core, *rest))
+        probe.apply(events[:3000])
+        probe.close()
+    assert sent[True] == sent[False] and len(sent[True]) == 2
     engine.compiled = compiled
     ref = open_engine(campaign, "reference://")
     for k in range(0, len(events), 2000):

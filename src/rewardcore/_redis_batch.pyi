@@ -13,7 +13,7 @@ def core_items(
     events: list[Any], lo: int, bucket: np.ndarray, pos: np.ndarray, replies: list[Any],
     regions: dict[int, tuple[str, int, str]], prizes: dict[str, tuple[int, int]],
     pays_merchant: bool, outcome: np.ndarray,
-) -> tuple[list[Any], list[int], list[Any]]: ...
+) -> tuple[tuple[list[Any], list[str], bytes, list[int]], list[int], list[Any]]: ...
 def fill(
     reply: list[Any], rows: list[int], outcome: np.ndarray, slot: np.ndarray,
     points: np.ndarray, rank: np.ndarray | None,

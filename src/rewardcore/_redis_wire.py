@@ -15,12 +15,19 @@ BUCKET_COMPLETED = 3  # argument: the event's ts (remembered if the order is not
 # The bucket's reply for a new candidate (other replies: an outcome code, or a string).
 NEW_CANDIDATE = -1
 
-# Items of a core call (decide_batch.lua), each opening with its kind.
-CORE_PLACED = 1  # oid, beneficiary, region index, ts: a new candidate
-CORE_PLACED_AGAIN = 5  # the same + early completion ts ("" none), ref ("" this call)
+# Items of a core call (decide_batch.lua), each opening with its kind. A beneficiary is its
+# place in the call's list of beneficiaries, a region its place in the call's regions.
+CORE_PLACED = 1  # beneficiary, region, where its order id and ts start in the call's ids
+CORE_PLACED_AGAIN = 5  # oid, beneficiary, region, ts, early completion ts ("" none),
+#                        ref ("" this call)
 CORE_CLOSED = 2  # oid, ts, ref
 CORE_COMPLETED = 3  # oid, ts, ref
 CORE_REDEEM = 4  # redemption id, beneficiary, prize id, qty, unit cost (-1 unknown), stock
+
+# A new candidate's order id and ts, in one string of the core call (ARGV[6]): read only when
+# the order is awarded, so an order that is not leaves no Lua string behind. The byte length
+# of the order id (uint32), its UTF-8 bytes, the length of the ts text (uint8), the text.
+CANDIDATE_IDS = "<I4c0Bc0"
 
 # Whole-call replies of decide_batch.lua besides the per-item results.
 CALL_CANCELLED = "cancelled"  # a redelivery adopted this call's orders: redo it as refs

@@ -23,7 +23,7 @@ import struct
 import uuid
 import zlib
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
@@ -227,14 +227,15 @@ class RedisEngine(Engine):
         if self._between_steps is not None:
             self._between_steps()
         if _rb is not None and self.compiled:
-            items, rows, reg_flat = _rb.core_items(events, lo, bucket, pos, replies,
+            parts, rows, reg_flat = _rb.core_items(events, lo, bucket, pos, replies,
                                                    self._region_args, self._prize_args,
                                                    c.pays_merchant, out.outcome)
+            core = CoreItems(*parts)
         else:
-            items, rows, reg_flat = self._core_items(events, lo, bucket, pos, replies,
-                                                     out.outcome)
-        if items:
-            self._core(call, items, rows, reg_flat, out)
+            core, rows, reg_flat = self._core_items(events, lo, bucket, pos, replies,
+                                                    out.outcome)
+        if core.items:
+            self._core(call, core, rows, reg_flat, out)
 
     def _bucket_items(self, events: list[Event], lo: int,
                       hi: int) -> tuple[list[list[Any]], list[int], list[int]]:
@@ -269,11 +270,15 @@ class RedisEngine(Engine):
         return args, bucket, pos
 
     def _core_items(self, events: list[Event], lo: int, bucket: list[int], pos: list[int],
-                    replies: list[Any], outcome: Any) -> tuple[list[Any], list[int], list[Any]]:
+                    replies: list[Any], outcome: Any) -> tuple[CoreItems, list[int], list[Any]]:
         """The core step's items (the plain-Python twin of _redis_batch.core_items)."""
         regions = self._region_args
         pays_merchant = self.campaign.pays_merchant
         items: list[Any] = []
+        whos: dict[str, int] = {}  # beneficiary -> its place in the call's list (1-based)
+        ids: list[bytes] = []
+        at = 1  # where the next candidate's ids start in the call's ids (1-based, in bytes)
+        rare: list[int] = []
         rows: list[int] = []  # per core item: its event row, or -1 when only the core cares
         reg_index: dict[int, int] = {}
         reg_flat: list[Any] = []
@@ -285,21 +290,30 @@ class RedisEngine(Engine):
                 reg_flat.extend(regions[code])
             return ri
 
+        def who_index(who: str) -> int:
+            j = whos.get(who)
+            if j is None:
+                j = whos[who] = len(whos) + 1
+            return j
+
         for j, b in enumerate(bucket):
             i = lo + j
             ev: Any = events[i]
             if b < 0:
                 cost, stock = self._prize_args.get(ev.prize, (-1, 0))
-                items += (W.CORE_REDEEM, ev.redemption_id, ev.beneficiary, ev.prize, ev.qty,
-                          cost, stock)
+                rare.append(len(items) + 1)
+                items += (W.CORE_REDEEM, ev.redemption_id, who_index(ev.beneficiary), ev.prize,
+                          ev.qty, cost, stock)
                 rows.append(i)
                 continue
             r = replies[b][pos[j]]
             if type(r) is int:
                 if r == NEW_CANDIDATE:
                     who = ev.merchant_id if pays_merchant else ev.agent_id
-                    items += (CORE_PLACED, ev.order_id, who, region_index(ev.region),
-                              _ts(ev.ts))
+                    items += (CORE_PLACED, who_index(who), region_index(ev.region), at)
+                    record = _candidate_ids(ev.order_id, _ts(ev.ts))
+                    ids.append(record)
+                    at += len(record)
                     rows.append(i)
                 else:
                     outcome[i] = r
@@ -317,20 +331,23 @@ class RedisEngine(Engine):
                     outcome[i] = DUPLICATE
                     rows.append(-1)
                 who = ev.merchant_id if pays_merchant else ev.agent_id
-                items += (W.CORE_PLACED_AGAIN, ev.order_id, who, region_index(ev.region),
-                          _ts(ev.ts), early, ref)
+                rare.append(len(items) + 1)
+                items += (W.CORE_PLACED_AGAIN, ev.order_id, who_index(who),
+                          region_index(ev.region), _ts(ev.ts), early, ref)
             else:  # "C<ref>": a closed/completed event of an order the core decides
                 kind = W.CORE_CLOSED if type(ev) is Closed else W.CORE_COMPLETED
+                rare.append(len(items) + 1)
                 items += (kind, ev.order_id, _ts(ev.ts), r[1:])
                 rows.append(i)
-        return items, rows, reg_flat
+        return CoreItems(items, list(whos), b"".join(ids), rare), rows, reg_flat
 
-    def _core(self, call: str, items: list[Any], rows: list[int], reg_flat: list[Any],
+    def _core(self, call: str, core: CoreItems, rows: list[int], reg_flat: list[Any],
               out: Decisions) -> None:
         packed_regs = _pack(reg_flat)
         for _attempt in range(4):
-            reply = self.nodes.run([("decide_batch", self._core_keys,
-                                     (call, self._settings, packed_regs, _pack(items)))],
+            args = (call, self._settings, packed_regs, _pack(core.items), _pack(core.whos),
+                    core.ids, _pack(core.rare))
+            reply = self.nodes.run([("decide_batch", self._core_keys, args)],
                                    "decide batch", self.wait)[0]
             if len(reply) != 1 or type(reply[0]) is not str:
                 break
@@ -338,7 +355,7 @@ class RedisEngine(Engine):
                 raise BackendError(f"redis: core call {call} was applied before ({reply[0]})")
             # A redelivery elsewhere adopted this call's orders: send the same items again
             # as references to this call; each order is decided once (the core's notes).
-            items = _as_refs(items, call)
+            core = core.as_refs(call)
             call = self._next_call()
         else:
             raise BackendError("redis: the core call was cancelled again and again")
@@ -476,26 +493,51 @@ def _ts(ts: int) -> str:
     return str(ts)
 
 
-def _as_refs(items: list[Any], call: str) -> list[Any]:
-    """The items of a cancelled core call, each now naming that call as its order's."""
-    out = list(items)
-    p = 0
-    while p < len(out):
-        kind = out[p]
-        if kind == W.CORE_PLACED:  # becomes "placed again", naming its call
-            out[p:p + 5] = [W.CORE_PLACED_AGAIN, *out[p + 1:p + 5], "", call]
-            p += 7
-        elif kind == W.CORE_PLACED_AGAIN:
-            if out[p + 6] == "":
-                out[p + 6] = call
-            p += 7
-        elif kind == W.CORE_REDEEM:
-            p += 7
-        else:
-            if out[p + 3] == "":
-                out[p + 3] = call
-            p += 4
-    return out
+def _candidate_ids(oid: str, ts: str) -> bytes:
+    """A new candidate's order id and ts as the core reads them (W.CANDIDATE_IDS)."""
+    raw = oid.encode("utf-8")
+    return len(raw).to_bytes(4, "little") + raw + bytes((len(ts),)) + ts.encode("ascii")
+
+
+class CoreItems(NamedTuple):
+    """What one core call carries besides its regions (decide_batch.lua ARGV[4] to [7])."""
+
+    items: list[Any]  # the items, flat
+    whos: list[str]  # the beneficiaries the items name by place (1-based)
+    ids: bytes  # the new candidates' order ids and ts, W.CANDIDATE_IDS each
+    rare: list[int]  # the places (1-based) of the items other than CORE_PLACED
+
+    def as_refs(self, call: str) -> CoreItems:
+        """The items of a cancelled core call, each now naming that call as its order's."""
+        items, old = [], self.items
+        rare: list[int] = []
+        p = 0
+        while p < len(old):
+            kind = old[p]
+            rare.append(len(items) + 1)
+            if kind == W.CORE_PLACED:  # becomes "placed again", naming its call
+                who, ri, at = old[p + 1:p + 4]
+                oid, ts = _read_candidate_ids(self.ids, at - 1)
+                items += (W.CORE_PLACED_AGAIN, oid, who, ri, ts, "", call)
+                p += 4
+            elif kind == W.CORE_PLACED_AGAIN:
+                items += old[p:p + 6]
+                items.append(old[p + 6] or call)
+                p += 7
+            elif kind == W.CORE_REDEEM:
+                items += old[p:p + 7]
+                p += 7
+            else:
+                items += (*old[p:p + 3], old[p + 3] or call)
+                p += 4
+        return CoreItems(items, self.whos, b"", rare)
+
+
+def _read_candidate_ids(ids: bytes, at: int) -> tuple[str, str]:
+    n = int.from_bytes(ids[at:at + 4], "little")
+    oid = ids[at + 4:at + 4 + n].decode("utf-8")
+    m = ids[at + 4 + n]
+    return oid, ids[at + 5 + n:at + 5 + n + m].decode("ascii")
 
 
 def _claim(oid: str, rec: str) -> Claim:

@@ -29,6 +29,7 @@ local CORE_PLACED_AGAIN = 5
 local CORE_CLOSED = 2
 local CORE_COMPLETED = 3
 local CORE_REDEEM = 4
+local CANDIDATE_IDS = '<I4c0Bc0'
 local CALL_CANCELLED = 'cancelled'
 local CALL_REPEATED = 'repeated'
 local REC_TOMBSTONE = 'T'

@@ -37,13 +37,19 @@
 -- ARGV[3] the call's regions, MessagePack flat array, 4 per region: code (string), index
 --         in the campaign (1-based), slots, tiers "upto:points,upto:points"; items name a
 --         region by its position in this array (1-based)
--- ARGV[4] the items, MessagePack flat array (ts as strings: they are only stored, and
---         text needs no number formatting; Lua numbers are doubles):
---   CORE_PLACED oid, who, region, ts: a new candidate
+-- ARGV[4] the items, MessagePack flat array; a beneficiary is its position in ARGV[5] (ts
+--         as text: they are only stored, and text needs no number formatting in Lua):
+--   CORE_PLACED who, region, at: a new candidate, its order id and ts at byte `at` of ARGV[6]
 --   CORE_PLACED_AGAIN oid, who, region, ts, early completion ('' none), ref ('' this call):
 --     a candidate completed before it was placed, or one sent before in call <ref>
 --   CORE_CLOSED / CORE_COMPLETED oid, ts, ref
 --   CORE_REDEEM redemption id, who, prize, qty, unit cost (-1 unknown prize), stock
+-- ARGV[5] the call's beneficiaries, MessagePack array of distinct strings
+-- ARGV[6] the new candidates' order ids and ts, CANDIDATE_IDS each: unpacked only for an
+--         award, so that a refused order costs no Lua strings (their interning, and the
+--         garbage collector's work after, were a third of a sold-out order's cost)
+-- ARGV[7] the positions in ARGV[4] of the items other than CORE_PLACED, MessagePack array:
+--         the passes that gather what those need skip the new candidates
 -- Reply: MessagePack flat array, 4 per item: outcome, slot, points, rank; or
 --   {CALL_CANCELLED} / {CALL_REPEATED} when this call id was seen before.
 local call = ARGV[1]
@@ -65,7 +71,10 @@ if not read or (blob and (#blob ~= #fingerprint + REGION_REC * n_regions
 end
 local regs = cmsgpack.unpack(ARGV[3])
 local it = cmsgpack.unpack(ARGV[4])
-local nit = #it
+local wl = cmsgpack.unpack(ARGV[5])
+local ids = ARGV[6]
+local rare = cmsgpack.unpack(ARGV[7])
+local nit, nwl = #it, #wl
 local CHUNK = 2000  -- unpack() is bounded by Lua's C stack
 -- number -> decimal text, memoized: formatting a number costs ~0.4 us here and the same
 -- small numbers (slots, points, ranks, counts) recur across the call's records
@@ -93,25 +102,17 @@ local function hset(key, map)
 end
 local function set_of(list) local l = {}; for k in pairs(list) do l[#l + 1] = k end; return l end
 
--- pass 1: what the items need
-local refs, whos, cd_ids, rids, prizes = {}, {}, {}, {}, {}
-local p = 1
-while p <= nit do
+-- what the items other than new candidates need
+local refs, cd_ids, rids, prizes = {}, {}, {}, {}
+for _, p in ipairs(rare) do
   local k = it[p]
-  if k == CORE_PLACED then
-    whos[it[p + 2]] = true
-    p = p + 5
-  elseif k == CORE_PLACED_AGAIN then
-    whos[it[p + 2]] = true
+  if k == CORE_PLACED_AGAIN then
     if it[p + 6] ~= '' then refs[it[p + 6]] = true end
-    p = p + 7
   elseif k == CORE_REDEEM then
-    rids[it[p + 1]] = true; whos[it[p + 2]] = true; prizes[it[p + 3]] = true
-    p = p + 7
+    rids[it[p + 1]] = true; prizes[it[p + 3]] = true
   else
     cd_ids[it[p + 1]] = true
     if it[p + 3] ~= '' then refs[it[p + 3]] = true end
-    p = p + 4
   end
 end
 
@@ -119,22 +120,10 @@ end
 local applied = {}
 for ref, v in pairs(hmget(KEYS[5], set_of(refs))) do applied[ref] = v == '1' end
 local note_ids = {}
-p = 1
-while p <= nit do
+for _, p in ipairs(rare) do
   local k = it[p]
-  if k == CORE_PLACED then
-    p = p + 5
-  elseif k == CORE_PLACED_AGAIN then
-    local ref = it[p + 6]
-    if ref ~= '' and not applied[ref] then note_ids[it[p + 1]] = true end
-    p = p + 7
-  elseif k == CORE_REDEEM then
-    p = p + 7
-  else
-    local ref = it[p + 3]
-    if ref ~= '' and not applied[ref] then note_ids[it[p + 1]] = true end
-    p = p + 4
-  end
+  local ref = k == CORE_PLACED_AGAIN and it[p + 6] or k ~= CORE_REDEEM and it[p + 3]
+  if ref and ref ~= '' and not applied[ref] then note_ids[it[p + 1]] = true end
 end
 local notes = hmget(KEYS[6], set_of(note_ids))
 local claim_rec = hmget(KEYS[2], set_of(cd_ids))
@@ -144,70 +133,94 @@ local function parse_claim(rec)
   return {code = code, slot = tonumber(slot), pts = tonumber(pts), st = st,
           rank = rank, ts = ts, sts = sts, rts = rts, ri = tonumber(ri), who = who}
 end
+-- Beneficiaries are known by their place in wl; the beneficiaries of the claims that closes
+-- and completions change join it (a lookup table is built only then).
+local place
+local function who_index(who)
+  if not place then
+    place = {}
+    for j = 1, nwl do place[wl[j]] = j end
+  end
+  local j = place[who]
+  if not j then nwl = nwl + 1; wl[nwl] = who; place[who] = nwl; j = nwl end
+  return j
+end
 local claims = {}     -- order id -> parsed claim, for the claims this call may change
 local c_out = {}      -- order id -> record to write
+local new_who = {}    -- order id -> beneficiary place, for claims made by this call
 for oid, rec in pairs(claim_rec) do
   local c = parse_claim(rec)
+  c.wi = who_index(c.who)
   claims[oid] = c
-  whos[c.who] = true
 end
-local wrec = hmget(KEYS[3], set_of(whos))
+local wrec = {}
+for first = 1, nwl, CHUNK do
+  local got = redis.call('HMGET', KEYS[3], unpack(wl, first, math.min(nwl, first + CHUNK - 1)))
+  for j = 1, #got do wrec[first + j - 1] = got[j] end
+end
 local spent = tonumber(redis.call('HGET', KEYS[4], 'spent')) or 0
 local taken_stock = hmget(KEYS[7], set_of(prizes))
 local rdm = hmget(KEYS[8], set_of(rids))
 
--- state as Lua tables, parsed on first use
-local W, R, dirty_w, dirty_r, dirty_c, dirty_n, dirty_x = {}, {}, {}, {}, {}, {}, {}
-local function who_of(who)
-  local w = W[who]
-  if w then return w end
-  w = {p = 0, c = 0, r = 0, n = 0, held = ''}
-  local rec = wrec[who]
+-- State as Lua arrays, read from the records on first use: beneficiaries by place in wl
+-- (pending, confirmed, redeemed points, held claims, per-region holdings as stored text and,
+-- once a count changes, as a table), regions by campaign index.
+local Wp, Wc, Wr, Wn, Wheld, Wreg = {}, {}, {}, {}, {}, {}
+local dirty_w, dirty_c, dirty_n, dirty_x = {}, {}, {}, {}
+local function load_who(j)
+  local rec = wrec[j]
   if rec then
-    w.p, w.c, w.r, w.n = struct.unpack(BENEFICIARY_FORMAT, rec)
-    w.held = string.sub(rec, BENEFICIARY_REC + 1)
+    Wp[j], Wc[j], Wr[j], Wn[j] = struct.unpack(BENEFICIARY_FORMAT, rec)
+    Wheld[j] = string.sub(rec, BENEFICIARY_REC + 1)
+  else
+    Wp[j], Wc[j], Wr[j], Wn[j], Wheld[j] = 0, 0, 0, 0, ''
   end
-  W[who] = w
-  return w
 end
 -- A beneficiary's claims in one region. Most lookups only read (an order into a sold-out
 -- region checks the cap), and a beneficiary may hold claims in hundreds of regions: search
--- the stored text; parse it into a table (w.reg) only when a count changes.
+-- the stored text; parse it into a table only when a count changes.
 local needles = setmetatable({}, {__index = function(t, code)
   local s = ',' .. code .. ':'; t[code] = s; return s
 end})
-local function held_in(w, code)
-  if w.reg then return w.reg[code] or 0 end
+local function held_in(j, code)
+  local reg = Wreg[j]
+  if reg then return reg[code] or 0 end
+  local held = Wheld[j]
+  if held == '' then return 0 end
   local needle = needles[code]
-  local at = string.find(w.held, needle, 1, true)
-  return at and tonumber(string.match(w.held, '^%d+', at + #needle)) or 0
+  local at = string.find(held, needle, 1, true)
+  return at and tonumber(string.match(held, '^%d+', at + #needle)) or 0
 end
-local function holdings(w)
-  if not w.reg then
-    w.reg = {}
-    for code, m in string.gmatch(w.held, '([^:,]+):(%d+)') do w.reg[code] = tonumber(m) end
+local function holdings(j)
+  local reg = Wreg[j]
+  if not reg then
+    reg = {}
+    for code, m in string.gmatch(Wheld[j], '([^:,]+):(%d+)') do reg[code] = tonumber(m) end
+    Wreg[j] = reg
   end
-  return w.reg
+  return reg
 end
--- a region by its campaign index: its record, read from the blob on first use; its released
--- slots (rare: on_close = "release") are a read too, still before the first write
-local function region_of(index, code)
-  local r = R[index]
-  if r then return r end
-  r = {code = code, used = 0, rank = 0, taken = 0, had_rel = false, rel = {}}
+-- Regions by campaign index: never-used slots handed out, taken, rank, released slots (a
+-- list, only where there are some: read from KEYS[9] then, still before the first write).
+-- Every region read is changed by this call, so `touched` lists the records to write back.
+local Rused, Rtaken, Rrank, Rrel, Rhad, Rcode, touched = {}, {}, {}, {}, {}, {}, {}
+local function load_region(index, code)
+  local nrel = 0
   if blob then
-    local nrel
-    r.used, r.taken, nrel, r.rank = struct.unpack(REGION_FORMAT, blob,
-                                                  #fingerprint + 1 + (index - 1) * REGION_REC)
-    if nrel > 0 then
-      r.had_rel = true
-      for s in string.gmatch(redis.call('HGET', KEYS[9], code), '%d+') do
-        r.rel[#r.rel + 1] = tonumber(s)
-      end
-    end
+    Rused[index], Rtaken[index], nrel, Rrank[index] = struct.unpack(REGION_FORMAT, blob,
+      #fingerprint + 1 + (index - 1) * REGION_REC)
+  else
+    Rused[index], Rtaken[index], Rrank[index] = 0, 0, 0
   end
-  R[index] = r
-  return r
+  if nrel > 0 then
+    local rel = {}
+    for s in string.gmatch(redis.call('HGET', KEYS[9], code), '%d+') do
+      rel[#rel + 1] = tonumber(s)
+    end
+    Rrel[index], Rhad[index] = rel, true
+  end
+  Rcode[index] = code
+  touched[#touched + 1] = index
 end
 local tiers = {}
 local function points_for(ri, slot)
@@ -226,47 +239,57 @@ local function points_for(ri, slot)
 end
 
 local counts = {}
-local function count(o) counts[o] = (counts[o] or 0) + 1 end
+local capped = cap > 0 or region_cap > 0
 
-local function decide(oid, who, ri, ts, early)
-  local w = who_of(who)
-  if cap > 0 and w.n >= cap then return BENEFICIARY_CAP, 0, 0, 0 end
-  local code, index = regs[(ri - 1) * 4 + 1], regs[(ri - 1) * 4 + 2]
-  if region_cap > 0 and held_in(w, code) >= region_cap then
+-- a placed candidate by beneficiary j into the call's region ri; oid and ts, when nil, are
+-- read from ids at `at` (only for an award)
+local function decide(j, ri, oid, ts, at, early)
+  if capped then
+    if Wn[j] == nil then load_who(j) end
+    if cap > 0 and Wn[j] >= cap then return BENEFICIARY_CAP, 0, 0, 0 end
+  end
+  local base = (ri - 1) * 4
+  local code, index = regs[base + 1], regs[base + 2]
+  if region_cap > 0 and held_in(j, code) >= region_cap then
     return BENEFICIARY_REGION_CAP, 0, 0, 0
   end
-  local r = region_of(index, code)
-  r.rank = r.rank + 1
-  dirty_r[index] = true
-  local slot, from_rel
-  if #r.rel > 0 then
-    slot, from_rel = r.rel[1], true
-  elseif r.used < regs[(ri - 1) * 4 + 3] then
-    slot = r.used + 1
+  local rank = Rrank[index]
+  if rank == nil then load_region(index, code); rank = Rrank[index] end
+  rank = rank + 1
+  Rrank[index] = rank
+  local rel, slot = Rrel[index]
+  if rel and #rel > 0 then
+    slot = rel[1]
+  elseif Rused[index] < regs[base + 3] then
+    slot = Rused[index] + 1
   else
-    return SOLD_OUT, 0, 0, r.rank
+    return SOLD_OUT, 0, 0, rank
   end
   local pts = points_for(ri, slot)
-  if budget > 0 and spent + pts > budget then return BUDGET_EXHAUSTED, 0, 0, r.rank end
-  if from_rel then table.remove(r.rel, 1) else r.used = r.used + 1 end
-  r.taken = r.taken + 1
+  if budget > 0 and spent + pts > budget then return BUDGET_EXHAUSTED, 0, 0, rank end
+  if rel and #rel > 0 then table.remove(rel, 1) else Rused[index] = slot end
+  Rtaken[index] = Rtaken[index] + 1
   spent = spent + pts
+  if oid == nil then oid, ts = struct.unpack(CANDIDATE_IDS, ids, at) end
   local st, sts = 'p', '0'
   if on_placed or early ~= '' then st, sts = 'c', ts end
   -- most new claims are not touched again in this call: keep the record, parse on demand
-  c_out[oid] = code .. '|' .. S[slot] .. '|' .. S[pts] .. '|' .. st .. '|' .. S[r.rank] .. '|'
-    .. ts .. '|' .. sts .. '|0|' .. S[index] .. '|' .. who
-  if st == 'p' then w.p = w.p + pts else w.c = w.c + pts end
-  w.n = w.n + 1
-  if region_cap > 0 then holdings(w)[code] = held_in(w, code) + 1 end
-  dirty_w[who] = true
-  return AWARDED, slot, pts, r.rank
+  c_out[oid] = code .. '|' .. S[slot] .. '|' .. S[pts] .. '|' .. st .. '|' .. S[rank] .. '|'
+    .. ts .. '|' .. sts .. '|0|' .. S[index] .. '|' .. wl[j]
+  new_who[oid] = j
+  if Wn[j] == nil then load_who(j) end
+  if st == 'p' then Wp[j] = Wp[j] + pts else Wc[j] = Wc[j] + pts end
+  Wn[j] = Wn[j] + 1
+  if region_cap > 0 then local reg = holdings(j); reg[code] = (reg[code] or 0) + 1 end
+  dirty_w[j] = true
+  return AWARDED, slot, pts, rank
 end
 
 local function claim_of(oid)
   local c = claims[oid]
   if c == nil and c_out[oid] then
     c = parse_claim(c_out[oid])
+    c.wi = new_who[oid]
     claims[oid] = c
   end
   return c
@@ -275,19 +298,22 @@ end
 local function close(oid, ts)
   local c = claim_of(oid)
   if c == nil or c.st == 'r' then return UNCHANGED, 0, 0 end
-  local w = who_of(c.who)
-  if c.st == 'p' then w.p = w.p - c.pts else w.c = w.c - c.pts end
-  w.n = w.n - 1
-  if region_cap > 0 then holdings(w)[c.code] = held_in(w, c.code) - 1 end
-  dirty_w[c.who] = true
-  local r = region_of(c.ri, c.code)
-  r.taken = r.taken - 1
+  local j = c.wi
+  if Wn[j] == nil then load_who(j) end
+  if c.st == 'p' then Wp[j] = Wp[j] - c.pts else Wc[j] = Wc[j] - c.pts end
+  Wn[j] = Wn[j] - 1
+  if region_cap > 0 then local reg = holdings(j); reg[c.code] = (reg[c.code] or 0) - 1 end
+  dirty_w[j] = true
+  local index = c.ri
+  if Rrank[index] == nil then load_region(index, c.code) end
+  Rtaken[index] = Rtaken[index] - 1
   if releases then
-    local j = #r.rel + 1
-    while j > 1 and r.rel[j - 1] > c.slot do j = j - 1 end
-    table.insert(r.rel, j, c.slot)
+    local rel = Rrel[index]
+    if not rel then rel = {}; Rrel[index] = rel end
+    local k = #rel + 1
+    while k > 1 and rel[k - 1] > c.slot do k = k - 1 end
+    table.insert(rel, k, c.slot)
   end
-  dirty_r[c.ri] = true
   spent = spent - c.pts
   c.st, c.rts = 'r', ts
   dirty_c[oid] = true
@@ -297,9 +323,10 @@ end
 local function complete(oid, ts)
   local c = claim_of(oid)
   if c == nil or c.st ~= 'p' then return UNCHANGED, 0, 0 end
-  local w = who_of(c.who)
-  w.p = w.p - c.pts; w.c = w.c + c.pts
-  dirty_w[c.who] = true
+  local j = c.wi
+  if Wn[j] == nil then load_who(j) end
+  Wp[j] = Wp[j] - c.pts; Wc[j] = Wc[j] + c.pts
+  dirty_w[j] = true
   c.st, c.sts = 'c', ts
   dirty_c[oid] = true
   return CONFIRMED, c.slot, c.pts
@@ -311,20 +338,21 @@ local function put(o, s, pts, rank)
   out[nout + 1] = o; out[nout + 2] = s; out[nout + 3] = pts; out[nout + 4] = rank
   nout = nout + 4
 end
-p = 1
+local p = 1
 while p <= nit do
   local k = it[p]
-  if k == CORE_PLACED then
-    local o, s, pts, rank = decide(it[p + 1], it[p + 2], it[p + 3], it[p + 4], '')
-    count(o)
-    put(o, s, pts, rank)
-    p = p + 5
+  if k == CORE_PLACED then  -- the common item: its steps written out, no calls but decide
+    local o, s, pts, rank = decide(it[p + 1], it[p + 2], nil, nil, it[p + 3], '')
+    counts[o] = (counts[o] or 0) + 1
+    out[nout + 1] = o; out[nout + 2] = s; out[nout + 3] = pts; out[nout + 4] = rank
+    nout = nout + 4
+    p = p + 4
   elseif k == CORE_PLACED_AGAIN then
-    local oid, who, ri, ts, early, ref = it[p + 1], it[p + 2], it[p + 3], it[p + 4],
+    local oid, j, ri, ts, early, ref = it[p + 1], it[p + 2], it[p + 3], it[p + 4],
       it[p + 5], it[p + 6]
     if ref == '' then
-      local o, s, pts, rank = decide(oid, who, ri, ts, early)
-      count(o)
+      local o, s, pts, rank = decide(j, ri, oid, ts, 0, early)
+      counts[o] = (counts[o] or 0) + 1
       put(o, s, pts, rank)
     elseif applied[ref] then
       put(DUPLICATE, 0, 0, 0)  -- decided when its call ran
@@ -336,8 +364,8 @@ while p <= nit do
         put(tonumber(o), tonumber(s), tonumber(pts), tonumber(rank))
       else
         if early == '' and note then early = string.sub(note, 2) end
-        local o, s, pts, rank = decide(oid, who, ri, ts, early)
-        count(o)
+        local o, s, pts, rank = decide(j, ri, oid, ts, 0, early)
+        counts[o] = (counts[o] or 0) + 1
         notes[oid] = NOTE_DECIDED .. S[o] .. '|' .. S[s] .. '|' .. S[pts] .. '|' .. S[rank]
         dirty_n[oid] = true
         put(o, s, pts, rank)
@@ -345,7 +373,7 @@ while p <= nit do
     end
     p = p + 7
   elseif k == CORE_REDEEM then
-    local rid, who, prize, qty, unit, stock = it[p + 1], it[p + 2], it[p + 3], it[p + 4],
+    local rid, j, prize, qty, unit, stock = it[p + 1], it[p + 2], it[p + 3], it[p + 4],
       it[p + 5], it[p + 6]
     local prev = rdm[rid]
     if prev then
@@ -356,17 +384,17 @@ while p <= nit do
       if unit < 0 then
         o = UNKNOWN_PRIZE
       else
-        local w = who_of(who)
+        if Wn[j] == nil then load_who(j) end
         local taken = tonumber(taken_stock[prize]) or 0
-        if w.c - w.r < cost then
+        if Wc[j] - Wr[j] < cost then
           o = INSUFFICIENT_POINTS
         elseif stock - taken < qty then
           o = OUT_OF_STOCK
         else
           taken_stock[prize] = taken + qty
           prizes[prize] = 'dirty'
-          w.r = w.r + cost
-          dirty_w[who] = true
+          Wr[j] = Wr[j] + cost
+          dirty_w[j] = true
         end
       end
       if o ~= REDEEMED then cost = 0 end
@@ -387,7 +415,7 @@ while p <= nit do
       -- closed before its placement was decided: the placement will find it closed
       notes[oid] = NOTE_DECIDED .. CLOSED .. '|0|0|0'
       dirty_n[oid] = true
-      count(CLOSED)
+      counts[CLOSED] = (counts[CLOSED] or 0) + 1
       put(TOMBSTONED, 0, 0, 0)
     elseif pending then
       if notes[oid] == nil then notes[oid] = NOTE_EARLY .. ts; dirty_n[oid] = true end
@@ -403,38 +431,38 @@ end
 
 -- writes
 local w_out, n_out = {}, {}
-for who in pairs(dirty_w) do
-  local w = W[who]
+for j in pairs(dirty_w) do
   local reg = ''
-  if region_cap > 0 and w.reg then
+  if region_cap > 0 and Wreg[j] then
     local parts = {}
-    for code, m in pairs(w.reg) do
+    for code, m in pairs(Wreg[j]) do
       if m > 0 then parts[#parts + 1] = ','; parts[#parts + 1] = code .. ':' .. S[m] end
     end
     reg = table.concat(parts)
   elseif region_cap > 0 then
-    reg = w.held  -- no count changed
+    reg = Wheld[j]  -- no count changed
   end
-  w_out[who] = struct.pack(BENEFICIARY_FORMAT, w.p, w.c, w.r, w.n) .. reg
+  w_out[wl[j]] = struct.pack(BENEFICIARY_FORMAT, Wp[j], Wc[j], Wr[j], Wn[j]) .. reg
 end
 -- the region blob, spliced: unchanged records are copied by the run, not one by one
-local touched, rel_out, rel_gone = {}, {}, {}
-for index in pairs(dirty_r) do touched[#touched + 1] = index end
+local rel_out, rel_gone = {}, {}
 if #touched > 0 then
   table.sort(touched)
   local base = blob or (fingerprint .. string.rep('\0', REGION_REC * n_regions))
   local parts, at = {}, 1
   for _, index in ipairs(touched) do
-    local r, off = R[index], #fingerprint + 1 + (index - 1) * REGION_REC
+    local off, rel = #fingerprint + 1 + (index - 1) * REGION_REC, Rrel[index]
+    local nrel = rel and #rel or 0
     parts[#parts + 1] = string.sub(base, at, off - 1)
-    parts[#parts + 1] = struct.pack(REGION_FORMAT, r.used, r.taken, #r.rel, r.rank)
+    parts[#parts + 1] = struct.pack(REGION_FORMAT, Rused[index], Rtaken[index], nrel,
+                                    Rrank[index])
     at = off + REGION_REC
-    if #r.rel > 0 then
-      local rel = {}
-      for j = 1, #r.rel do rel[j] = S[r.rel[j]] end
-      rel_out[r.code] = table.concat(rel, ',')
-    elseif r.had_rel then
-      rel_gone[#rel_gone + 1] = r.code
+    if nrel > 0 then
+      local text = {}
+      for x = 1, nrel do text[x] = S[rel[x]] end
+      rel_out[Rcode[index]] = table.concat(text, ',')
+    elseif Rhad[index] then
+      rel_gone[#rel_gone + 1] = Rcode[index]
     end
   end
   parts[#parts + 1] = string.sub(base, at)
