@@ -147,7 +147,6 @@ local function who_index(who)
 end
 local claims = {}     -- order id -> parsed claim, for the claims this call may change
 local c_out = {}      -- order id -> record to write
-local new_who = {}    -- order id -> beneficiary place, for claims made by this call
 for oid, rec in pairs(claim_rec) do
   local c = parse_claim(rec)
   c.wi = who_index(c.who)
@@ -222,21 +221,16 @@ local function load_region(index, code)
   Rcode[index] = code
   touched[#touched + 1] = index
 end
-local tiers = {}
-local function points_for(ri, slot)
-  local t = tiers[ri]
-  if not t then
-    t = {}
-    for upto, pts in string.gmatch(regs[(ri - 1) * 4 + 4], '(%d+):(%d+)') do
-      t[#t + 1] = {tonumber(upto), tonumber(pts)}
-    end
-    tiers[ri] = t
+-- a region's tiers as a flat list upto, points, upto, points...: parsed once per call for
+-- each distinct text (regions often share one)
+local tiers = setmetatable({}, {__index = function(t, text)
+  local list = {}
+  for upto, pts in string.gmatch(text, '(%d+):(%d+)') do
+    list[#list + 1] = tonumber(upto); list[#list + 1] = tonumber(pts)
   end
-  for j = 1, #t do
-    if slot <= t[j][1] then return t[j][2] end
-  end
-  return error('slot ' .. slot .. ' is past the last tier')
-end
+  t[text] = list
+  return list
+end})
 
 local counts = {}
 local capped = cap > 0 or region_cap > 0
@@ -265,7 +259,11 @@ local function decide(j, ri, oid, ts, at, early)
   else
     return SOLD_OUT, 0, 0, rank
   end
-  local pts = points_for(ri, slot)
+  local t, pts = tiers[regs[base + 4]]
+  for x = 1, #t, 2 do
+    if slot <= t[x] then pts = t[x + 1]; break end
+  end
+  if not pts then return error('slot ' .. slot .. ' is past the last tier') end
   if budget > 0 and spent + pts > budget then return BUDGET_EXHAUSTED, 0, 0, rank end
   if rel and #rel > 0 then table.remove(rel, 1) else Rused[index] = slot end
   Rtaken[index] = Rtaken[index] + 1
@@ -276,7 +274,6 @@ local function decide(j, ri, oid, ts, at, early)
   -- most new claims are not touched again in this call: keep the record, parse on demand
   c_out[oid] = code .. '|' .. S[slot] .. '|' .. S[pts] .. '|' .. st .. '|' .. S[rank] .. '|'
     .. ts .. '|' .. sts .. '|0|' .. S[index] .. '|' .. wl[j]
-  new_who[oid] = j
   if Wn[j] == nil then load_who(j) end
   if st == 'p' then Wp[j] = Wp[j] + pts else Wc[j] = Wc[j] + pts end
   Wn[j] = Wn[j] + 1
@@ -289,7 +286,7 @@ local function claim_of(oid)
   local c = claims[oid]
   if c == nil and c_out[oid] then
     c = parse_claim(c_out[oid])
-    c.wi = new_who[oid]
+    c.wi = who_index(c.who)
     claims[oid] = c
   end
   return c
