@@ -131,7 +131,7 @@ def test_order_buckets_are_hash_tables_from_their_first_write(redis_url):
 
 
 def test_core_records_are_packed_the_same_by_lua_and_python(redis_url):
-    # The core keeps regions and beneficiaries as fixed binary records; the views read them
+    # The core keeps regions, beneficiaries and claims as binary records; the views read them
     # with Python's struct, the scripts write them with Lua's.
     import struct
 
@@ -144,6 +144,17 @@ def test_core_records_are_packed_the_same_by_lua_and_python(redis_url):
                              " tonumber(ARGV[4]), tonumber(ARGV[5]))", 0, lua_format, *values)
         assert len(packed) == size == struct.calcsize(py_format)
         assert struct.unpack(py_format, packed) == values
+    # a claim: numbers, then texts after their lengths (a beneficiary id of any length)
+    from rewardcore.backends.redis import _claim
+    who = "ag\u00e9nt|,:{}\n" * 700
+    packed = client.eval(
+        "return struct.pack(ARGV[1], 7, 10, 2.0^52 + 1, 3, 'c', #ARGV[2], ARGV[2], #ARGV[3],"
+        " ARGV[3], #ARGV[4], ARGV[4], 1, '0', #ARGV[5], ARGV[5])", 0, W.CLAIM_FORMAT,
+        "440305", "1794322815890", "1794322900000", who)
+    claim = _claim("o\x00", packed)
+    assert (claim.order_id, claim.region, claim.slot, claim.points, claim.rank, claim.state,
+            claim.ts, claim.settled_ts, claim.revoked_ts, claim.beneficiary) == (
+        "o\x00", 440305, 7, 10, 2**52 + 1, "confirmed", 1794322815890, 1794322900000, 0, who)
     client.close()
 
 

@@ -50,6 +50,9 @@ BUCKET_HEADER = ("rewardcore order bucket: order id -> record, first character: 
 # The core's regions (decide_batch.lua KEYS[1]): one string, the campaign's region list
 # fingerprint then one record per region in campaign order: used slots, taken, released slots
 # count (uint32), rank (double: exact to 2**53). REGION_STRUCT is the same for Python's struct.
+#: written into the fingerprint of the region list: a core written by a version of rewardcore
+#: with other records is refused, not misread
+LAYOUT = 3
 REGION_FORMAT = "<I4I4I4d"
 REGION_STRUCT = "<IIId"
 REGION_REC = 20
@@ -58,6 +61,14 @@ REGION_REC = 20
 OTHER_REGIONS = ("the stored regions were written for another region list or by another "
                  "version of rewardcore: reset the campaign's state (rewardcore reset) or give "
                  "the campaign another id")
+
+# The core's claims (decide_batch.lua KEYS[2]): order id -> slot (uint32), points, rank
+# (doubles), region index (uint32), state (one letter: p pending, c confirmed, r revoked), then
+# as text, each after its length: region code, ts, settled_ts, revoked_ts (uint8 lengths) and
+# the beneficiary (uint32 length). CLAIM_HEAD is the fixed part for Python's struct.
+CLAIM_FORMAT = "<I4ddI4c1Bc0Bc0Bc0Bc0I4c0"
+CLAIM_HEAD = "<IddIc"
+CLAIM_STATES = {"p": "pending", "c": "confirmed", "r": "revoked"}
 
 # The core's beneficiaries (decide_batch.lua KEYS[3]): who -> pending, confirmed, redeemed
 # points, held claims (doubles: exact to 2**53, and points may go below zero), then the

@@ -45,6 +45,7 @@ except ImportError:  # not built: the plain-Python twins below do the same work
 _pack = msgspec.msgpack.Encoder().encode
 _REGION = struct.Struct(W.REGION_STRUCT)
 _BENEFICIARY = struct.Struct(W.BENEFICIARY_FORMAT)
+_CLAIM_HEAD = struct.Struct(W.CLAIM_HEAD)
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _LUA_EXACT = 2**53  # Lua numbers are doubles: integers above this are not exact
 _INT_OPTIONS = {"buckets": (1, 16384), "call_events": (1, 65536), "wait": (0, 64),
@@ -82,7 +83,6 @@ _CLIENT_PARAMS = ("db", "username", "password", "client_name", "socket_timeout",
 #: rediss:// only: redis:// connections take no TLS options
 _TLS_PARAMS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_ca_path", "ssl_certfile", "ssl_keyfile",
                "ssl_password", "ssl_check_hostname")
-_CLAIM_STATE = {"p": "pending", "c": "confirmed", "r": "revoked"}
 _CLAIM_FIELDS = set(Claim.__struct_fields__)
 
 DUPLICATE = int(Outcome.DUPLICATE)
@@ -407,8 +407,8 @@ class RedisEngine(Engine):
         return part, rest
 
     def claims(self) -> list[Claim]:
-        table = self._hgetall_many([self._k_claims], "read claims")[0]
-        return [_claim(oid, rec) for oid, rec in table.items()]
+        table = self._hgetall_many([self._k_claims], "read claims", raw=True)[0]
+        return [_claim(oid.decode(), rec) for oid, rec in table.items()]
 
     def balances(self) -> dict[str, Balance]:
         table = self._hgetall_many([self._k_whos], "read balances", raw=True)[0]
@@ -540,10 +540,17 @@ def _read_candidate_ids(ids: bytes, at: int) -> tuple[str, str]:
     return oid, ids[at + 5 + n:at + 5 + n + m].decode("ascii")
 
 
-def _claim(oid: str, rec: str) -> Claim:
-    code, slot, points, state, rank, ts, sts, rts, _index, who = rec.split("|", 9)
-    values = {"order_id": oid, "region": int(code), "slot": int(slot), "points": int(points),
-              "beneficiary": who, "state": _CLAIM_STATE[state], "ts": int(ts),
+def _claim(oid: str, rec: bytes) -> Claim:
+    """A claim from its record in the core (W.CLAIM_FORMAT)."""
+    slot, points, rank, _index, state = _CLAIM_HEAD.unpack_from(rec)
+    at, texts = _CLAIM_HEAD.size, []
+    for width in (1, 1, 1, 1, 4):  # code, ts, settled_ts, revoked_ts, beneficiary
+        n = int.from_bytes(rec[at:at + width], "little")
+        texts.append(rec[at + width:at + width + n].decode())
+        at += width + n
+    code, ts, sts, rts, who = texts
+    values = {"order_id": oid, "region": int(code), "slot": slot, "points": int(points),
+              "beneficiary": who, "state": W.CLAIM_STATES[state.decode()], "ts": int(ts),
               "rank": int(rank), "settled_ts": int(sts), "revoked_ts": int(rts)}
     return Claim(**{k: v for k, v in values.items() if k in _CLAIM_FIELDS})
 
@@ -551,7 +558,7 @@ def _claim(oid: str, rec: str) -> Claim:
 def _regions_fingerprint(campaign: Campaign) -> str:
     """8 hex digits naming the campaign's region list, in order (the core's record index)."""
     codes = ",".join(str(r.code) for r in campaign.regions)
-    return f"{zlib.crc32(codes.encode()):08x}"
+    return f"{zlib.crc32(f'{W.LAYOUT}:{codes}'.encode()):08x}"
 
 
 def _balance(rec: bytes) -> Balance:

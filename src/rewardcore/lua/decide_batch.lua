@@ -16,9 +16,11 @@
 --                        taken (non-revoked claims), released slots count (uint32 each),
 --                        rank (double); one read and one write per call, where a field per
 --                        region cost a few thousand server instructions each way)
--- KEYS[2] claims        (hash order id -> "code|slot|points|state|rank|ts|settled_ts|
---                        revoked_ts|region index|beneficiary", state p pending, c confirmed,
---                        r revoked)
+-- KEYS[2] claims        (hash order id -> CLAIM_FORMAT: slot, points, rank, region index,
+--                        state (p pending, c confirmed, r revoked), then as length-prefixed
+--                        text region code, ts, settled_ts, revoked_ts, beneficiary; one
+--                        struct.unpack where a pattern with ten captures cost ~10k
+--                        instructions per claim)
 -- KEYS[3] beneficiaries (hash who -> pending, confirmed, redeemed points and held claims
 --                        (non-revoked), BENEFICIARY_FORMAT, then ",code:n,code:n" the
 --                        holdings per region when that cap is on; the numbers binary: one
@@ -128,10 +130,13 @@ end
 local notes = hmget(KEYS[6], set_of(note_ids))
 local claim_rec = hmget(KEYS[2], set_of(cd_ids))
 local function parse_claim(rec)
-  local code, slot, pts, st, rank, ts, sts, rts, ri, who = string.match(rec,
-    '^([^|]*)|(%d+)|(%d+)|(%a)|(%d+)|([^|]*)|([^|]*)|([^|]*)|(%d+)|(.*)$')
-  return {code = code, slot = tonumber(slot), pts = tonumber(pts), st = st,
-          rank = rank, ts = ts, sts = sts, rts = rts, ri = tonumber(ri), who = who}
+  local slot, pts, rank, ri, st, code, ts, sts, rts, who = struct.unpack(CLAIM_FORMAT, rec)
+  return {code = code, slot = slot, pts = pts, st = st, rank = rank, ts = ts, sts = sts,
+          rts = rts, ri = ri, who = who}
+end
+local function claim_record(c)
+  return struct.pack(CLAIM_FORMAT, c.slot, c.pts, c.rank, c.ri, c.st, #c.code, c.code,
+                     #c.ts, c.ts, #c.sts, c.sts, #c.rts, c.rts, #c.who, c.who)
 end
 -- Beneficiaries are known by their place in wl; the beneficiaries of the claims that closes
 -- and completions change join it (a lookup table is built only then).
@@ -162,9 +167,9 @@ local taken_stock = hmget(KEYS[7], set_of(prizes))
 local rdm = hmget(KEYS[8], set_of(rids))
 
 -- State as Lua arrays, read from the records on first use: beneficiaries by place in wl
--- (pending, confirmed, redeemed points, held claims, per-region holdings as stored text and,
--- once a count changes, as a table), regions by campaign index.
-local Wp, Wc, Wr, Wn, Wheld, Wreg = {}, {}, {}, {}, {}, {}
+-- (pending, confirmed, redeemed points, held claims, per-region holdings as text), regions
+-- by campaign index.
+local Wp, Wc, Wr, Wn, Wheld = {}, {}, {}, {}, {}
 local dirty_w, dirty_c, dirty_n, dirty_x = {}, {}, {}, {}
 local function load_who(j)
   local rec = wrec[j]
@@ -175,29 +180,35 @@ local function load_who(j)
     Wp[j], Wc[j], Wr[j], Wn[j], Wheld[j] = 0, 0, 0, 0, ''
   end
 end
--- A beneficiary's claims in one region. Most lookups only read (an order into a sold-out
--- region checks the cap), and a beneficiary may hold claims in hundreds of regions: search
--- the stored text; parse it into a table only when a count changes.
+-- A beneficiary's claims in one region, in the text ",code:n,code:n" (regions it holds
+-- claims in). A beneficiary may hold claims in hundreds of regions: the text is searched
+-- and spliced in place (a plain find), never parsed whole.
 local needles = setmetatable({}, {__index = function(t, code)
   local s = ',' .. code .. ':'; t[code] = s; return s
 end})
 local function held_in(j, code)
-  local reg = Wreg[j]
-  if reg then return reg[code] or 0 end
   local held = Wheld[j]
   if held == '' then return 0 end
   local needle = needles[code]
   local at = string.find(held, needle, 1, true)
   return at and tonumber(string.match(held, '^%d+', at + #needle)) or 0
 end
-local function holdings(j)
-  local reg = Wreg[j]
-  if not reg then
-    reg = {}
-    for code, m in string.gmatch(Wheld[j], '([^:,]+):(%d+)') do reg[code] = tonumber(m) end
-    Wreg[j] = reg
+local function add_held(j, code, d)
+  local held, needle = Wheld[j], needles[code]
+  local at = held ~= '' and string.find(held, needle, 1, true)
+  if not at then
+    if d > 0 then Wheld[j] = held .. needle .. S[d] end
+    return
   end
-  return reg
+  local from = at + #needle
+  local digits = string.match(held, '^%d+', from)
+  local m = tonumber(digits) + d
+  local rest = string.sub(held, from + #digits)
+  if m > 0 then
+    Wheld[j] = string.sub(held, 1, from - 1) .. S[m] .. rest
+  else
+    Wheld[j] = string.sub(held, 1, at - 1) .. rest
+  end
 end
 -- Regions by campaign index: never-used slots handed out, taken, rank, released slots (a
 -- list, only where there are some: read from KEYS[9] then, still before the first write).
@@ -272,12 +283,13 @@ local function decide(j, ri, oid, ts, at, early)
   local st, sts = 'p', '0'
   if on_placed or early ~= '' then st, sts = 'c', ts end
   -- most new claims are not touched again in this call: keep the record, parse on demand
-  c_out[oid] = code .. '|' .. S[slot] .. '|' .. S[pts] .. '|' .. st .. '|' .. S[rank] .. '|'
-    .. ts .. '|' .. sts .. '|0|' .. S[index] .. '|' .. wl[j]
+  local who = wl[j]
+  c_out[oid] = struct.pack(CLAIM_FORMAT, slot, pts, rank, index, st, #code, code, #ts, ts,
+                           #sts, sts, 1, '0', #who, who)
   if Wn[j] == nil then load_who(j) end
   if st == 'p' then Wp[j] = Wp[j] + pts else Wc[j] = Wc[j] + pts end
   Wn[j] = Wn[j] + 1
-  if region_cap > 0 then local reg = holdings(j); reg[code] = (reg[code] or 0) + 1 end
+  if region_cap > 0 then add_held(j, code, 1) end
   dirty_w[j] = true
   return AWARDED, slot, pts, rank
 end
@@ -299,7 +311,7 @@ local function close(oid, ts)
   if Wn[j] == nil then load_who(j) end
   if c.st == 'p' then Wp[j] = Wp[j] - c.pts else Wc[j] = Wc[j] - c.pts end
   Wn[j] = Wn[j] - 1
-  if region_cap > 0 then local reg = holdings(j); reg[c.code] = (reg[c.code] or 0) - 1 end
+  if region_cap > 0 then add_held(j, c.code, -1) end
   dirty_w[j] = true
   local index = c.ri
   if Rrank[index] == nil then load_region(index, c.code) end
@@ -429,17 +441,7 @@ end
 -- writes
 local w_out, n_out = {}, {}
 for j in pairs(dirty_w) do
-  local reg = ''
-  if region_cap > 0 and Wreg[j] then
-    local parts = {}
-    for code, m in pairs(Wreg[j]) do
-      if m > 0 then parts[#parts + 1] = ','; parts[#parts + 1] = code .. ':' .. S[m] end
-    end
-    reg = table.concat(parts)
-  elseif region_cap > 0 then
-    reg = Wheld[j]  -- no count changed
-  end
-  w_out[wl[j]] = struct.pack(BENEFICIARY_FORMAT, Wp[j], Wc[j], Wr[j], Wn[j]) .. reg
+  w_out[wl[j]] = struct.pack(BENEFICIARY_FORMAT, Wp[j], Wc[j], Wr[j], Wn[j]) .. Wheld[j]
 end
 -- the region blob, spliced: unchanged records are copied by the run, not one by one
 local rel_out, rel_gone = {}, {}
@@ -465,11 +467,7 @@ if #touched > 0 then
   parts[#parts + 1] = string.sub(base, at)
   blob = table.concat(parts)
 end
-for oid in pairs(dirty_c) do
-  local c = claims[oid]
-  c_out[oid] = c.code .. '|' .. S[c.slot] .. '|' .. S[c.pts] .. '|' .. c.st .. '|' .. c.rank
-    .. '|' .. c.ts .. '|' .. c.sts .. '|' .. c.rts .. '|' .. S[c.ri] .. '|' .. c.who
-end
+for oid in pairs(dirty_c) do c_out[oid] = claim_record(claims[oid]) end
 for oid in pairs(dirty_n) do n_out[oid] = notes[oid] end
 hset(KEYS[3], w_out)
 if #touched > 0 then redis.call('SET', KEYS[1], blob) end
