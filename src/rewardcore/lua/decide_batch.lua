@@ -85,22 +85,22 @@ local S = setmetatable({}, {__index = function(t, n)
 end})
 
 local function hmget(key, fields)
-  local out = {}
-  for first = 1, #fields, CHUNK do
-    local part = {}
-    for j = first, math.min(#fields, first + CHUNK - 1) do part[#part + 1] = fields[j] end
-    local got = redis.call('HMGET', key, unpack(part))
-    for j = 1, #part do out[part[j]] = got[j] or nil end
+  local out, n = {}, #fields
+  for first = 1, n, CHUNK do
+    local last = math.min(n, first + CHUNK - 1)
+    local got = redis.call('HMGET', key, unpack(fields, first, last))
+    for j = first, last do out[fields[j]] = got[j - first + 1] or nil end
   end
   return out
 end
 local function hset(key, map)
-  local put = {}
+  local put, m = {}, 0
   for f, v in pairs(map) do
-    put[#put + 1] = f; put[#put + 1] = v
-    if #put >= 2 * CHUNK then redis.call('HSET', key, unpack(put)); put = {} end
+    put[m + 1] = f; put[m + 2] = v
+    m = m + 2
+    if m >= 2 * CHUNK then redis.call('HSET', key, unpack(put, 1, m)); m = 0 end
   end
-  if #put > 0 then redis.call('HSET', key, unpack(put)) end
+  if m > 0 then redis.call('HSET', key, unpack(put, 1, m)) end
 end
 local function set_of(list) local l = {}; for k in pairs(list) do l[#l + 1] = k end; return l end
 

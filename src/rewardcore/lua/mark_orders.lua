@@ -33,12 +33,16 @@ for j = 1, nb do
   headed[j] = redis.call('HEXISTS', KEYS[2 * j - 1], BUCKET_HEADER_FIELD) == 1
   local ev = cmsgpack.unpack(ARGV[1 + j])
   local n = #ev / 3
-  local st = {}
+  local st
   for first = 1, n, CHUNK do
-    local ids = {}
-    for i = first, math.min(n, first + CHUNK - 1) do ids[#ids + 1] = ev[(i - 1) * 3 + 2] end
-    local got = redis.call('HMGET', KEYS[2 * j - 1], unpack(ids))
-    for k = 1, #got do st[first + k - 1] = got[k] end
+    local ids, m = {}, 0
+    for i = first, math.min(n, first + CHUNK - 1) do m = m + 1; ids[m] = ev[i * 3 - 1] end
+    local got = redis.call('HMGET', KEYS[2 * j - 1], unpack(ids, 1, m))
+    if first == 1 then
+      st = got  -- the common case: one chunk
+    else
+      for k = 1, m do st[first + k - 1] = got[k] end
+    end
   end
   evs[j], stored[j] = ev, st
 end
@@ -112,14 +116,15 @@ end
 -- writes
 for j = 1, nb do
   local cur, counts = changes[j][1], changes[j][2]
-  local put = {}
-  if not headed[j] then put = {BUCKET_HEADER_FIELD, BUCKET_HEADER} end
+  local put, m = {}, 0
+  if not headed[j] then put, m = {BUCKET_HEADER_FIELD, BUCKET_HEADER}, 2 end
   for oid, rec in pairs(cur) do
-    put[#put + 1] = oid
-    put[#put + 1] = rec
-    if #put >= 2 * CHUNK then redis.call('HSET', KEYS[2 * j - 1], unpack(put)); put = {} end
+    put[m + 1] = oid
+    put[m + 2] = rec
+    m = m + 2
+    if m >= 2 * CHUNK then redis.call('HSET', KEYS[2 * j - 1], unpack(put, 1, m)); m = 0 end
   end
-  if #put > 0 then redis.call('HSET', KEYS[2 * j - 1], unpack(put)) end
+  if m > 0 then redis.call('HSET', KEYS[2 * j - 1], unpack(put, 1, m)) end
   for code, k in pairs(counts) do redis.call('HINCRBY', KEYS[2 * j], code, k) end
 end
 return cmsgpack.pack(outs)
