@@ -389,3 +389,21 @@ def test_compiled_and_python_clients_send_the_same_items(redis_url, peak, compil
         assert np.array_equal(got.slot, want.slot)
     assert engine.export_state() == ref.export_state()
     engine.close()
+
+
+def test_calls_larger_than_a_script_chunk_equal_the_reference(redis_url):
+    """The scripts read and write in chunks of 2,000 fields (Lua's C stack bounds unpack()):
+    one bucket and one call of 4,500 events (distinct beneficiaries, each order placed, then
+    half closed, in the same call) go through several chunks of every read and write."""
+    campaign = make_campaign(regions=((1, 3000, ((3000, 2),)), (2, 500, ((500, 3),))),
+                             max_claims_per_beneficiary_per_region=1, on_close="release")
+    orders = [placed(f"o{k}", region=1 + k % 2, agent=f"a{k}", merchant=f"m{k}")
+              for k in range(3000)]
+    events = orders + [closed(f"o{k}") for k in range(0, 3000, 2)]
+    engine = open_engine(campaign, f"{redis_url}?buckets=1&call_events=5000")
+    ref = open_engine(campaign, "reference://")
+    got, want = engine.apply(events), ref.apply(events)
+    assert np.array_equal(got.outcome, want.outcome) and np.array_equal(got.slot, want.slot)
+    assert engine.export_state() == ref.export_state()
+    assert sum(d == Outcome.REVOKED for d in got.outcome) == 1500
+    engine.close()
