@@ -9,7 +9,12 @@ Needs valgrind (callgrind_control). Not collected by pytest.
 
 Run: python bench/redis_instructions.py [open|caps|sold_out|replay ...] [--orders 30000]
      [--redis-orders 10000] [--batch 2048] [--keep DIR]
-(--keep DIR leaves the callgrind files there, for `callgrind_annotate`.)
+(--keep DIR leaves the callgrind files there, for `callgrind_annotate`: one file per script
+call, the calls in order, so a call of either script can be profiled alone.)
+
+Each row prints the instructions per event of the whole workload and of each script
+(mark_orders, the bucket step; decide_batch, the core): the counters are dumped before every
+script call, so each dump holds one call.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 import redis
 
@@ -39,8 +45,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def count(row: str, b: bench.Bench, out_dir: str) -> tuple[int, int]:
-    """(instructions, events) of one row's workload on a fresh server under callgrind."""
+def count(row: str, b: bench.Bench, out_dir: str) -> tuple[dict[str, int], int]:
+    """({script: instructions}, events) of one row's workload on a fresh server under
+    callgrind."""
     port, out = free_port(), os.path.join(out_dir, f"callgrind.{row}")
     for stale in glob.glob(out + "*"):  # a kept directory's earlier run
         os.remove(stale)
@@ -63,12 +70,24 @@ def count(row: str, b: bench.Bench, out_dir: str) -> tuple[int, int]:
         engine = open_engine(campaign, f"redis://127.0.0.1:{port}/0")
         for batch in bench.fill_batches(campaign, b.args.batch) if row == "sold_out" else ():
             engine.apply(batch)
+        def dump() -> None:
+            subprocess.run(["callgrind_control", "--dump", str(server.pid)], check=True,
+                           capture_output=True)
+
+        run = engine.nodes.run
+
+        def run_dumped(calls: Any, what: str, wait: Any) -> Any:
+            dump()  # what ran since the last dump: the previous call
+            scripts.append(calls[0][0])
+            return run(calls, what, wait)
+
         subprocess.run(["callgrind_control", "--zero", str(server.pid)], check=True,
                        capture_output=True)
+        scripts: list[str] = []
+        engine.nodes.run = run_dumped
         for batch in batches:
             engine.apply(batch)
-        subprocess.run(["callgrind_control", "--dump", str(server.pid)], check=True,
-                       capture_output=True)
+        dump()
         engine.close()
         client.shutdown(nosave=True)
     except redis.ConnectionError:
@@ -76,9 +95,15 @@ def count(row: str, b: bench.Bench, out_dir: str) -> tuple[int, int]:
     finally:
         client.close()
         server.wait(timeout=120)
-    totals = [int(line.split()[1]) for path in glob.glob(out + "*") for line in open(path)
-              if line.startswith("summary:")]
-    return max(totals), sum(map(len, batches))  # the dump taken after the workload
+    # dump k (k >= 1, in order) holds what ran since dump k-1: dump 1 the zeroed start,
+    # dump k + 1 the call scripts[k - 1]; the file without a number is the exit's
+    dumps = sorted(glob.glob(out + ".*"), key=lambda path: int(path.rsplit(".", 1)[1]))
+    per_script: dict[str, int] = {}
+    for name, path in zip(scripts, dumps[1:], strict=True):
+        total = next(int(line.split()[1]) for line in open(path)
+                     if line.startswith("summary:"))
+        per_script[name] = per_script.get(name, 0) + total
+    return per_script, sum(map(len, batches))
 
 
 def main() -> int:
@@ -101,9 +126,10 @@ def main() -> int:
         out_dir = args.keep or scratch
         os.makedirs(out_dir, exist_ok=True)
         for row in args.rows or ROWS:
-            instructions, events = count(row, b, out_dir)
-            print(f"{row:9s} {instructions / events:10,.0f} server instructions/event "
-                  f"({events:,} events)", flush=True)
+            per_script, events = count(row, b, out_dir)
+            parts = ", ".join(f"{name} {n / events:,.0f}" for name, n in per_script.items())
+            print(f"{row:9s} {sum(per_script.values()) / events:10,.0f} server "
+                  f"instructions/event ({parts}; {events:,} events)", flush=True)
     b.stack.close()
     return 0
 
