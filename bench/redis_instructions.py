@@ -8,8 +8,10 @@ counters after the set-up (the fill of the sold-out row) and dumps them after th
 Needs valgrind (callgrind_control). Not collected by pytest.
 
 Run: python bench/redis_instructions.py [open|caps|sold_out|replay ...] [--orders 30000]
-     [--redis-orders 10000] [--batch 2048] [--keep DIR]
-(--keep DIR leaves the callgrind files there, for `callgrind_annotate`: one file per script
+     [--redis-orders 10000] [--batch 2048] [--scripts DIR] [--keep DIR]
+(--scripts DIR runs the scripts found in DIR, e.g. bench/floor, in place of the engine's
+after the set-up: a variant's cost, measured the same way;
+--keep DIR leaves the callgrind files there, for `callgrind_annotate`: one file per script
 call, the calls in order, so a call of either script can be profiled alone.)
 
 Each row prints the instructions per event of the whole workload and of each script
@@ -20,7 +22,9 @@ script call, so each dump holds one call.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
+import hashlib
 import os
 import shutil
 import socket
@@ -28,11 +32,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from importlib import resources
 from typing import Any
 
 import redis
 
 from rewardcore import open_engine
+from rewardcore.backends import redis_nodes
 from rewardcore.capacity import bench
 from rewardcore.examples import example_path
 
@@ -45,7 +52,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def count(row: str, b: bench.Bench, out_dir: str) -> tuple[dict[str, int], int]:
+@contextlib.contextmanager
+def swapped_scripts(directory: str) -> Iterator[None]:
+    """The engine's scripts replaced by those of `directory` (same names): loaded by the
+    clients opened meanwhile, and called by their hashes."""
+    saved = dict(redis_nodes._SCRIPTS)
+    prelude = (resources.files("rewardcore") / "lua" / "_constants.lua").read_text("utf-8")
+    for name in redis_nodes.SCRIPT_NAMES:
+        path = os.path.join(directory, f"{name}.lua")
+        if os.path.exists(path):
+            source = redis_nodes.SHEBANG + prelude + open(path, encoding="utf-8").read()
+            redis_nodes._SCRIPTS[name] = (source, hashlib.sha1(source.encode()).hexdigest())
+    try:
+        yield
+    finally:
+        redis_nodes._SCRIPTS.update(saved)
+
+
+def count(row: str, b: bench.Bench, out_dir: str,
+          variant: str | None = None) -> tuple[dict[str, int], int]:
     """({script: instructions}, events) of one row's workload on a fresh server under
     callgrind."""
     port, out = free_port(), os.path.join(out_dir, f"callgrind.{row}")
@@ -56,6 +81,7 @@ def count(row: str, b: bench.Bench, out_dir: str) -> tuple[dict[str, int], int]:
          "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     client = redis.Redis(host="127.0.0.1", port=port)
+    swapped = contextlib.ExitStack()
     try:
         for _ in range(600):  # valgrind starts slowly: up to a minute
             try:
@@ -70,6 +96,11 @@ def count(row: str, b: bench.Bench, out_dir: str) -> tuple[dict[str, int], int]:
         engine = open_engine(campaign, f"redis://127.0.0.1:{port}/0")
         for batch in bench.fill_batches(campaign, b.args.batch) if row == "sold_out" else ():
             engine.apply(batch)
+        if variant:  # after the set-up, which the engine's own scripts made
+            engine.close()
+            swapped.enter_context(swapped_scripts(variant))
+            engine = open_engine(campaign, f"redis://127.0.0.1:{port}/0")
+
         def dump() -> None:
             subprocess.run(["callgrind_control", "--dump", str(server.pid)], check=True,
                            capture_output=True)
@@ -93,6 +124,7 @@ def count(row: str, b: bench.Bench, out_dir: str) -> tuple[dict[str, int], int]:
     except redis.ConnectionError:
         pass  # the shutdown's own goodbye
     finally:
+        swapped.close()
         client.close()
         server.wait(timeout=120)
     # dump k (k >= 1, in order) holds what ran since dump k-1: dump 1 the zeroed start,
@@ -112,6 +144,8 @@ def main() -> int:
     ap.add_argument("--orders", type=int, default=30_000)
     ap.add_argument("--redis-orders", type=int, default=10_000)
     ap.add_argument("--batch", type=int, default=2048)
+    ap.add_argument("--scripts", metavar="DIR",
+                    help="run the scripts in DIR (e.g. bench/floor) after the set-up")
     ap.add_argument("--keep", metavar="DIR", help="keep the callgrind files in DIR")
     args = ap.parse_args()
     if set(args.rows) - set(ROWS):
@@ -126,7 +160,7 @@ def main() -> int:
         out_dir = args.keep or scratch
         os.makedirs(out_dir, exist_ok=True)
         for row in args.rows or ROWS:
-            per_script, events = count(row, b, out_dir)
+            per_script, events = count(row, b, out_dir, args.scripts)
             parts = ", ".join(f"{name} {n / events:,.0f}" for name, n in per_script.items())
             print(f"{row:9s} {sum(per_script.values()) / events:10,.0f} server "
                   f"instructions/event ({parts}; {events:,} events)", flush=True)
