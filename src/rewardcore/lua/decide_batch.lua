@@ -49,7 +49,7 @@
 -- ARGV[5] the call's beneficiaries, MessagePack array of distinct strings
 -- ARGV[6] the new candidates' order ids and ts, CANDIDATE_IDS each: unpacked only for an
 --         award, so that a refused order costs no Lua strings (their interning, and the
---         garbage collector's work after, were a third of a sold-out order's cost)
+--         garbage collector's work after, were a third of the core's work per sold-out order)
 -- ARGV[7] the positions in ARGV[4] of the items other than CORE_PLACED, MessagePack array:
 --         the passes that gather what those need skip the new candidates
 -- Reply: MessagePack flat array, 4 per item: outcome, slot, points, rank; or
