@@ -182,8 +182,18 @@ def test_another_region_list_under_the_same_campaign_id_is_refused(redis_url):
     with pytest.raises(BackendError, match="another version"):
         old.apply([placed("o1", region=8)])
     assert old.claims() == []
+    # the same region list, its records written by a version with other records (whose
+    # fingerprint did not name the layout): refused, not misread
+    import zlib
+    codes = ",".join(str(r.code) for r in first.regions)
+    older = open_engine(first, redis_url + "?prefix=rv")
+    client.set(older._k_regions, f"{zlib.crc32(codes.encode()):08x}".encode() + bytes(40))
+    with pytest.raises(BackendError, match="another version"):
+        older.apply([placed("o1", region=8)])
+    assert older.claims() == []
     client.close()
     old.close()
+    older.close()
 
 
 def _cli_run(*args: str) -> subprocess.CompletedProcess:
