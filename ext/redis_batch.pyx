@@ -25,7 +25,7 @@ from rewardcore import _redis_wire as W
 cdef extern from "Python.h":
     const char *PyUnicode_AsUTF8AndSize(object s, Py_ssize_t *size) except NULL
 
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from libc.string cimport memcpy
 
 cdef int BUCKET_PLACED = W.BUCKET_PLACED
@@ -123,23 +123,35 @@ def bucket_items(list events, Py_ssize_t lo, Py_ssize_t hi, int nb, int64_t star
     return args, bucket, pos
 
 
-cdef bytes _candidate_ids(object order, int64_t ts):
-    """A new candidate's order id and ts as the core reads them (W.CANDIDATE_IDS): the
-    id's UTF-8 length (uint32 little-endian), its bytes, the ts text's length, the text."""
-    cdef Py_ssize_t n, m
+cdef Py_ssize_t _put_candidate_ids(bytearray ids, object order, int64_t ts) except -1:
+    """Append a new candidate's order id and ts as the core reads them (W.CANDIDATE_IDS: the
+    id's UTF-8 length, uint32 little-endian, its bytes, the ts text's length, the text) and
+    return where they start (1-based, as Lua counts)."""
+    cdef Py_ssize_t n, at = PyByteArray_GET_SIZE(ids)
     cdef const char *u = PyUnicode_AsUTF8AndSize(order, &n)
-    cdef bytes t = b"%d" % ts
-    m = len(t)
-    cdef bytes out = PyBytes_FromStringAndSize(NULL, 4 + n + 1 + m)
-    cdef char *p = PyBytes_AS_STRING(out)
+    cdef char digits[24]
+    cdef int m = 0, k
+    cdef uint64_t v = (<uint64_t> 0) - <uint64_t> ts if ts < 0 else <uint64_t> ts
+    while True:  # the decimal digits, last first
+        digits[m] = <char> (48 + v % 10)
+        m += 1
+        v //= 10
+        if v == 0:
+            break
+    if ts < 0:
+        digits[m] = b"-"[0]
+        m += 1
+    PyByteArray_Resize(ids, at + 5 + n + m)
+    cdef char *p = PyByteArray_AS_STRING(ids) + at
     p[0] = <char> (n & 0xFF)
     p[1] = <char> ((n >> 8) & 0xFF)
     p[2] = <char> ((n >> 16) & 0xFF)
     p[3] = <char> ((n >> 24) & 0xFF)
     memcpy(p + 4, u, n)
     p[4 + n] = <char> m
-    memcpy(p + 5 + n, PyBytes_AS_STRING(t), m)
-    return out
+    for k in range(m):
+        p[5 + n + k] = digits[m - 1 - k]
+    return at + 1
 
 
 cdef inline int _who_index(dict whos, object who):
@@ -159,8 +171,7 @@ def core_items(list events, Py_ssize_t lo, cnp.ndarray[int32_t] bucket,
     regions the items name: code, index, slots, tiers, 4 per region)."""
     cdef list items = []
     cdef dict whos = {}
-    cdef list ids = []
-    cdef Py_ssize_t at = 1
+    cdef bytearray ids = bytearray()
     cdef list rare = []
     cdef list rows = []
     cdef dict reg_index = {}
@@ -169,7 +180,6 @@ def core_items(list events, Py_ssize_t lo, cnp.ndarray[int32_t] bucket,
     cdef int b
     cdef rc_rec r
     cdef object reply, region, ri, ev
-    cdef bytes record
     for j in range(n):
         i = lo + j
         ev = events[i]
@@ -192,10 +202,10 @@ def core_items(list events, Py_ssize_t lo, cnp.ndarray[int32_t] bucket,
                 if ri is None:
                     ri = reg_index[region] = len(reg_index) + 1
                     reg_flat.extend(regions[region])
-                items += (CORE_PLACED, _who_index(whos, <object> r.who), ri, at)
-                record = _candidate_ids(<object> r.order, r.ts)
-                ids.append(record)
-                at += len(record)
+                items.append(CORE_PLACED)
+                items.append(_who_index(whos, <object> r.who))
+                items.append(ri)
+                items.append(_put_candidate_ids(ids, <object> r.order, r.ts))
                 rows.append(i)
             else:
                 outcome[i] = <uint8_t> reply
@@ -225,7 +235,7 @@ def core_items(list events, Py_ssize_t lo, cnp.ndarray[int32_t] bucket,
             items += (CORE_CLOSED if r.kind == K_CLOSED else CORE_COMPLETED, <object> r.order,
                       _ts(r.ts), reply[1:])
             rows.append(i)
-    return (items, list(whos), b"".join(ids), rare), rows, reg_flat
+    return (items, list(whos), bytes(ids), rare), rows, reg_flat
 
 
 def fill(list reply, list rows, cnp.ndarray[uint8_t] outcome, cnp.ndarray[int32_t] slot,

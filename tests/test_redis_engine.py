@@ -417,3 +417,32 @@ def test_calls_larger_than_a_script_chunk_equal_the_reference(redis_url):
     assert engine.export_state() == ref.export_state()
     assert sum(d == Outcome.REVOKED for d in got.outcome) == 1500
     engine.close()
+
+
+def test_compiled_and_python_core_items_agree_on_extreme_ids_and_ts(redis_url):
+    """The core's items of new candidates whose ids and ts are at the edges of what an
+    event may hold (the longest id, non-ASCII, NUL; ts 0 and the largest int64) are the same
+    bytes from both clients."""
+    from rewardcore.backends import redis as redis_backend
+
+    if redis_backend._rb is None:
+        pytest.skip("rewardcore._redis_batch is not built")
+    campaign = make_campaign()
+    engine = open_engine(campaign, redis_url)
+    events = [placed(oid, ts=ts) for oid, ts in (
+        ("\u00e9\u4e2d|,#{}:\n" * 28 + "\u00e9\u4e2d|,", 0), ("o\x00", 2**63 - 1), ("o2", 10**15 + 7))]
+    redis_backend._rb.check_batch(events, campaign.pays_merchant)  # all valid
+    n = len(events)
+    bucket, pos = np.zeros(n, np.int32), np.arange(n, dtype=np.int32)
+    replies = [[redis_backend.NEW_CANDIDATE] * n]
+    fast, fast_rows, fast_regs = redis_backend._rb.core_items(
+        events, 0, bucket, pos, replies, engine._region_args, engine._prize_args,
+        campaign.pays_merchant, np.zeros(n, np.uint8))
+    slow, slow_rows, slow_regs = engine._core_items(events, 0, bucket.tolist(), pos.tolist(),
+                                                    replies, np.zeros(n, np.uint8))
+    assert redis_backend.CoreItems(*fast) == slow and fast_rows == slow_rows
+    assert fast_regs == slow_regs
+    for k, ev in enumerate(events):  # each reads back as its order id and ts
+        at = slow.items[4 * k + 3] - 1
+        assert redis_backend._read_candidate_ids(slow.ids, at) == (ev.order_id, str(ev.ts))
+    engine.close()
