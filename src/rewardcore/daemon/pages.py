@@ -29,7 +29,7 @@ import html
 import math
 import os
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from importlib import resources
@@ -95,7 +95,9 @@ class LiveRecord:
         self.clock = clock
         self.seconds: deque[tuple[int, list[int]]] = deque()
         self.orders_by_region: Counter[int] = Counter()
-        self.recent: dict[str, list[Any]] = {}
+        # oldest first; an OrderedDict drops its first key in O(1), where a dict, after many
+        # deletions from its front, scans past them to find it
+        self.recent: OrderedDict[str, list[Any]] = OrderedDict()
 
     def observe(self, events: Sequence[Event], decisions: Decisions) -> None:
         # On the daemon's hot path: numpy for the counts, Python only for the placed orders
@@ -129,7 +131,7 @@ class LiveRecord:
             rows = recent.get(who)
             if rows is None:
                 if len(recent) >= RECENT_BENEFICIARIES:
-                    del recent[next(iter(recent))]  # the longest-known beneficiary goes first
+                    recent.popitem(last=False)  # the longest-known beneficiary goes first
                 rows = recent[who] = []
             elif len(rows) >= 4 * RECENT_PER_BENEFICIARY:
                 del rows[:2 * RECENT_PER_BENEFICIARY]  # trimmed now and then, not per order
