@@ -84,13 +84,19 @@ local S = setmetatable({}, {__index = function(t, n)
   local s = string.format('%d', n); t[n] = s; return s
 end})
 
-local function hmget(key, fields)
-  local out, n = {}, #fields
+-- the values of fields[1..n], in order (false where absent)
+local function hmget_list(key, fields, n)
+  local out = {}
   for first = 1, n, CHUNK do
-    local last = math.min(n, first + CHUNK - 1)
-    local got = redis.call('HMGET', key, unpack(fields, first, last))
-    for j = first, last do out[fields[j]] = got[j - first + 1] or nil end
+    local got = redis.call('HMGET', key, unpack(fields, first, math.min(n, first + CHUNK - 1)))
+    for j = 1, #got do out[first + j - 1] = got[j] end
   end
+  return out
+end
+-- field -> value, for the fields present
+local function hmget(key, fields)
+  local out, got = {}, hmget_list(key, fields, #fields)
+  for j = 1, #fields do out[fields[j]] = got[j] or nil end
   return out
 end
 local function hset(key, map)
@@ -157,11 +163,7 @@ for oid, rec in pairs(claim_rec) do
   c.wi = who_index(c.who)
   claims[oid] = c
 end
-local wrec = {}
-for first = 1, nwl, CHUNK do
-  local got = redis.call('HMGET', KEYS[3], unpack(wl, first, math.min(nwl, first + CHUNK - 1)))
-  for j = 1, #got do wrec[first + j - 1] = got[j] end
-end
+local wrec = hmget_list(KEYS[3], wl, nwl)
 local spent = tonumber(redis.call('HGET', KEYS[4], 'spent')) or 0
 local taken_stock = hmget(KEYS[7], set_of(prizes))
 local rdm = hmget(KEYS[8], set_of(rids))
