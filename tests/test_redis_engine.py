@@ -444,5 +444,5 @@ def test_compiled_and_python_core_items_agree_on_extreme_ids_and_ts(redis_url):
     assert fast_regs == slow_regs
     for k, ev in enumerate(events):  # each reads back as its order id and ts
         at = slow.items[4 * k + 3] - 1
-        assert redis_backend._read_candidate_ids(slow.ids, at) == (ev.order_id, str(ev.ts))
+        assert redis_backend._texts(slow.ids, at, (4, 1)) == [ev.order_id, str(ev.ts)]
     engine.close()

@@ -517,7 +517,7 @@ class CoreItems(NamedTuple):
             rare.append(len(items) + 1)
             if kind == W.CORE_PLACED:  # becomes "placed again", naming its call
                 who, ri, at = old[p + 1:p + 4]
-                oid, ts = _read_candidate_ids(self.ids, at - 1)
+                oid, ts = _texts(self.ids, at - 1, (4, 1))  # W.CANDIDATE_IDS
                 items += (W.CORE_PLACED_AGAIN, oid, who, ri, ts, "", call)
                 p += 4
             elif kind == W.CORE_PLACED_AGAIN:
@@ -533,22 +533,22 @@ class CoreItems(NamedTuple):
         return CoreItems(items, self.whos, b"", rare)
 
 
-def _read_candidate_ids(ids: bytes, at: int) -> tuple[str, str]:
-    n = int.from_bytes(ids[at:at + 4], "little")
-    oid = ids[at + 4:at + 4 + n].decode("utf-8")
-    m = ids[at + 4 + n]
-    return oid, ids[at + 5 + n:at + 5 + n + m].decode("ascii")
+def _texts(rec: bytes, at: int, widths: Sequence[int]) -> list[str]:
+    """The UTF-8 texts of `rec` from byte `at` on, each after its little-endian length of
+    the given width (Lua struct's `I4c0` and `Bc0`)."""
+    texts = []
+    for width in widths:
+        n = int.from_bytes(rec[at:at + width], "little")
+        texts.append(rec[at + width:at + width + n].decode())
+        at += width + n
+    return texts
 
 
 def _claim(oid: str, rec: bytes) -> Claim:
     """A claim from its record in the core (W.CLAIM_FORMAT)."""
     slot, points, rank, _index, state = _CLAIM_HEAD.unpack_from(rec)
-    at, texts = _CLAIM_HEAD.size, []
-    for width in (1, 1, 1, 1, 4):  # code, ts, settled_ts, revoked_ts, beneficiary
-        n = int.from_bytes(rec[at:at + width], "little")
-        texts.append(rec[at + width:at + width + n].decode())
-        at += width + n
-    code, ts, sts, rts, who = texts
+    # region code, ts, settled_ts, revoked_ts, beneficiary
+    code, ts, sts, rts, who = _texts(rec, _CLAIM_HEAD.size, (1, 1, 1, 1, 4))
     values = {"order_id": oid, "region": int(code), "slot": slot, "points": int(points),
               "beneficiary": who, "state": W.CLAIM_STATES[state.decode()], "ts": int(ts),
               "rank": int(rank), "settled_ts": int(sts), "revoked_ts": int(rts)}
@@ -556,7 +556,8 @@ def _claim(oid: str, rec: bytes) -> Claim:
 
 
 def _regions_fingerprint(campaign: Campaign) -> str:
-    """8 hex digits naming the campaign's region list, in order (the core's record index)."""
+    """8 hex digits naming the campaign's region list, in order (the core's record index),
+    and the version of the core's records (W.LAYOUT)."""
     codes = ",".join(str(r.code) for r in campaign.regions)
     return f"{zlib.crc32(f'{W.LAYOUT}:{codes}'.encode()):08x}"
 
