@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import glob
-import hashlib
 import os
 import shutil
 import socket
@@ -33,7 +32,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from importlib import resources
 from typing import Any
 
 import redis
@@ -57,12 +55,7 @@ def swapped_scripts(directory: str) -> Iterator[None]:
     """The engine's scripts replaced by those of `directory` (same names): loaded by the
     clients opened meanwhile, and called by their hashes."""
     saved = dict(redis_nodes._SCRIPTS)
-    prelude = (resources.files("rewardcore") / "lua" / "_constants.lua").read_text("utf-8")
-    for name in redis_nodes.SCRIPT_NAMES:
-        path = os.path.join(directory, f"{name}.lua")
-        if os.path.exists(path):
-            source = redis_nodes.SHEBANG + prelude + open(path, encoding="utf-8").read()
-            redis_nodes._SCRIPTS[name] = (source, hashlib.sha1(source.encode()).hexdigest())
+    redis_nodes._SCRIPTS.update(redis_nodes.load_scripts(directory))
     try:
         yield
     finally:

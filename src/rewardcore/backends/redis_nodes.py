@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 from collections.abc import Sequence
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import hiredis
@@ -45,13 +47,18 @@ SCRIPT_NAMES = ("mark_orders", "decide_batch")
 SHEBANG = "#!lua\n"
 
 
-def load_scripts() -> dict[str, tuple[str, str]]:
-    """Script name -> (source, sha1): the shebang, the generated constants, the script."""
+def load_scripts(variants: str | None = None) -> dict[str, tuple[str, str]]:
+    """Script name -> (source, sha1): the shebang, the generated constants, the script; with
+    `variants`, a directory, its scripts of the same names in place of the package's
+    (bench/redis_instructions.py --scripts measures variants so)."""
     lua = resources.files("rewardcore").joinpath("lua")
     prelude = lua.joinpath("_constants.lua").read_text("utf-8")
     out = {}
     for name in SCRIPT_NAMES:
-        source = SHEBANG + prelude + lua.joinpath(f"{name}.lua").read_text("utf-8")
+        path = lua.joinpath(f"{name}.lua")
+        if variants and os.path.exists(os.path.join(variants, f"{name}.lua")):
+            path = Path(variants, f"{name}.lua")
+        source = SHEBANG + prelude + path.read_text("utf-8")
         out[name] = (source, hashlib.sha1(source.encode("utf-8")).hexdigest())
     return out
 
